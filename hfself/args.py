@@ -1,0 +1,96 @@
+"""HfArgumentParser + YAML, shared by every recipe.
+
+``--config file.yaml`` sets defaults; command-line flags override them. A YAML
+key that no dataclass field knows is an error naming the closest valid key.
+``plugins: [...]`` enables plugins for the run (see :class:`RunArguments`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+from hfself.data import DEFAULT_MODEL
+
+
+@dataclass
+class RunArguments:
+    """What every recipe has: the model, the data, and which plugins act."""
+
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Hub id or local directory of a causal LM. Default: the embedded tiny model "
+                          "(random init from its config when the directory holds no weights)."},
+    )
+    plugins: list[str] = field(default_factory=list, metadata={"help": "Plugins enabled for this run."})
+    callbacks: list[str] = field(default_factory=list,
+                                 metadata={"help": "Extra TrainerCallbacks by registered name."})
+    optimizer: str | None = field(default=None,
+                                  metadata={"help": "Optimizer by registered name (default: Trainer's own)."})
+    corpus: str = field(default="shakespeare",
+                        metadata={"help": "'shakespeare', 'python', a text file, or a datasets id/path (see dataset_name)."})
+    dataset_name: str | None = field(default=None,
+                                     metadata={"help": "A datasets id or local path; overrides corpus."})
+    dataset_text_field: str = field(default="text", metadata={"help": "Text column of dataset_name."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples."})
+    chunk_chars: int = field(default=512, metadata={"help": "Characters per example when chunking a corpus."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager or flash_attention_2."})
+    seed_model: int = field(default=0, metadata={"help": "Seed for random init when the model has no weights."})
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _field_names(dataclass_types) -> list[str]:
+    return [f.name for dc in dataclass_types for f in dataclasses.fields(dc) if f.init]
+
+
+def load_yaml(path: str | Path, dataclass_types) -> dict[str, Any]:
+    """Read a recipe YAML and reject unknown keys."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of argument names to values, got {type(data).__name__}")
+    check_keys(data, dataclass_types, source=str(path))
+    return data
+
+
+def check_keys(data: dict, dataclass_types, source: str = "config") -> None:
+    valid = _field_names(dataclass_types)
+    for key in data:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+
+
+def parse_args(dataclass_types, args: list[str] | None = None, config: str | None = None) -> tuple:
+    """Parse ``--config file.yaml`` plus flags into instances of ``dataclass_types``."""
+    args = list(sys.argv[1:] if args is None else args)
+    if "--config" in args:
+        i = args.index("--config")
+        config = args[i + 1]
+        del args[i:i + 2]
+    parser = HfArgumentParser(dataclass_types)
+    if config:
+        defaults = load_yaml(config, dataclass_types)
+        parser.set_defaults(**defaults)
+        for action in parser._actions:  # a YAML value satisfies a required field
+            if action.dest in defaults:
+                action.required = False
+    return parser.parse_args_into_dataclasses(args=args)
+
+
+def flat_config(*instances) -> dict[str, Any]:
+    """Merge dataclass instances into one dict (later instances win), as run-time hooks see it."""
+    out: dict[str, Any] = {}
+    for inst in instances:
+        out.update({k: v for k, v in inst.to_dict().items()} if hasattr(inst, "to_dict") else dataclasses.asdict(inst))
+    return out

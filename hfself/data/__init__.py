@@ -1,0 +1,44 @@
+"""Package data: the embedded default model (config + tokenizer) and small corpora."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = str(DATA_DIR / "default_model")
+CORPORA_DIR = DATA_DIR / "corpora"
+
+# Modules of the running interpreter's standard library used as the "python" corpus.
+STDLIB_MODULES = ("textwrap.py", "heapq.py", "bisect.py", "string.py", "functools.py", "json/__init__.py",
+                  "json/decoder.py", "json/encoder.py", "fractions.py", "statistics.py", "shlex.py", "glob.py")
+
+
+def corpus_text(name: str) -> str:
+    """Text of a bundled corpus ("shakespeare") or the Python standard library ("python")."""
+    if name == "shakespeare":
+        return (CORPORA_DIR / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    if name == "python":
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        return "\n\n".join((stdlib / m).read_text(encoding="utf-8") for m in STDLIB_MODULES if (stdlib / m).exists())
+    path = Path(name)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python' or a path to a text file")
+
+
+def text_chunks(text: str, chunk_chars: int = 512, max_chunks: int | None = None) -> list[str]:
+    """Split text into chunks of about ``chunk_chars`` characters on line boundaries."""
+    chunks, current = [], []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        current.append(line)
+        size += len(line)
+        if size >= chunk_chars:
+            chunks.append("".join(current))
+            current, size = [], 0
+            if max_chunks is not None and len(chunks) >= max_chunks:
+                return chunks
+    if current:
+        chunks.append("".join(current))
+    return chunks

@@ -1,0 +1,141 @@
+"""State files: safetensors for tensors, JSON for the rest, written atomically.
+
+Every write goes to a temporary file in the same directory, is fsynced and then
+``os.replace``-d over the target, so a crash mid-write leaves the previous good
+file in place. Reads validate and raise :class:`StateFileError` naming the file
+and what is wrong. Nothing here ever unpickles; legacy ``.pt`` files are read
+with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+PathLike = str | os.PathLike
+
+
+class StateFileError(RuntimeError):
+    """A state file is missing, corrupt, truncated or does not match what was expected."""
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_tensors(path: PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a safetensors file (tensors are made contiguous and moved to CPU)."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(cpu, metadata=metadata))
+
+
+def load_tensors(path: PathLike, expected: dict[str, tuple[int, ...]] | None = None,
+                 device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; with ``expected`` (name -> shape) check names and shapes."""
+    path = Path(path)
+    if not path.exists():
+        raise StateFileError(f"state file {path} does not exist")
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise StateFileError(f"state file {path} is corrupt or truncated ({err}); it was not loaded") from err
+    if expected is not None:
+        missing = sorted(set(expected) - set(tensors))
+        if missing:
+            raise StateFileError(f"state file {path} lacks tensors {missing}")
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != tuple(shape):
+                raise StateFileError(
+                    f"state file {path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, expected {tuple(shape)}"
+                )
+    return tensors
+
+
+def save_json(path: PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"))
+
+
+def load_json(path: PathLike, validate: Callable[[Any], None] | None = None) -> Any:
+    """Read a JSON file; a broken one raises :class:`StateFileError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise StateFileError(f"state file {path} does not exist")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise StateFileError(f"state file {path} is not valid JSON ({err}); it was not loaded") from err
+    if validate is not None:
+        validate(obj)
+    return obj
+
+
+def append_jsonl(path: PathLike, record: dict) -> None:
+    """Append one JSON line (a log, not state: appends are not atomic replaces)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: PathLike) -> list[dict]:
+    """Read a JSONL file, skipping a torn last line left by a crash."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if n == len(lines) - 1:
+                break
+            raise StateFileError(f"{path} line {n + 1} is not valid JSON ({err})") from err
+    return records
+
+
+def load_legacy_pt(path: PathLike) -> Any:
+    """Read a legacy PyTorch file without unpickling arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError / RuntimeError variants
+        raise StateFileError(f"legacy file {path} could not be read safely ({err})") from err

@@ -1,0 +1,88 @@
+"""From a recipe's arguments to Trainer/SFTTrainer keyword arguments.
+
+Models are loaded here (Hub id, local directory, or the embedded default with
+random init), then each enabled plugin may wrap them (``hfself_prepare_model``)
+and contribute callbacks (``hfself_trainer_callbacks``); named callbacks and
+optimizers come from the registries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from hfself import plugins
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def has_weights(name_or_path: str) -> bool:
+    """False only for a local directory holding a config but no weights (e.g. the embedded default)."""
+    path = Path(name_or_path)
+    return not path.is_dir() or any((path / f).exists() for f in WEIGHT_FILES)
+
+
+def load_causal_lm(name_or_path: str, dtype: torch.dtype | str | None = None,
+                   attn_implementation: str | None = None, seed: int = 0):
+    """Load (model, tokenizer); a config-only directory gives a seeded random init."""
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if has_weights(name_or_path):
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", **kwargs)
+    else:
+        config = AutoConfig.from_pretrained(name_or_path)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+        model.config.name_or_path = str(name_or_path)
+    return model, tokenizer
+
+
+def prepare_model(model, run_config: dict[str, Any]):
+    """Let each enabled plugin wrap the model, in registration order."""
+    enabled = plugins.check_enabled(run_config.get("plugins") or [])
+    for _, call in plugins.per_plugin_callers("hfself_prepare_model", only=enabled):
+        result = call(model=model, run_config=run_config)
+        if result and result[0] is not None:
+            model = result[0]
+    return model
+
+
+def trainer_callbacks(model, run_config: dict[str, Any]) -> list:
+    """Callbacks from enabled plugins plus those named under ``callbacks:``."""
+    enabled = plugins.check_enabled(run_config.get("plugins") or [])
+    callbacks = []
+    for _, call in plugins.per_plugin_callers("hfself_trainer_callbacks", only=enabled):
+        for result in call(model=model, run_config=run_config):
+            callbacks.extend(result or [])
+    named = plugins.registry("callbacks")
+    for name in run_config.get("callbacks") or []:
+        if name not in named:
+            raise ValueError(f"unknown callback {name!r}; registered: {sorted(named)}")
+        callbacks.append(named[name](run_config, model=model))
+    return callbacks
+
+
+def build_optimizer(model, training_args, run_config: dict[str, Any]):
+    """The optimizer named by ``optimizer:`` or None (Trainer builds its own)."""
+    name = run_config.get("optimizer")
+    if not name:
+        return None
+    factories = plugins.registry("optimizers")
+    if name not in factories:
+        raise ValueError(f"unknown optimizer {name!r}; registered: {sorted(factories)} "
+                         "(built-in optimizers come with the 'optim' plugin)")
+    return factories[name](model, training_args, run_config=run_config)
+
+
+def trainer_kwargs(model, training_args, run_config: dict[str, Any]) -> dict[str, Any]:
+    """``callbacks`` and ``optimizers`` for Trainer/SFTTrainer from the active plugins."""
+    kwargs: dict[str, Any] = {"callbacks": trainer_callbacks(model, run_config)}
+    optimizer = build_optimizer(model, training_args, run_config)
+    if optimizer is not None:
+        kwargs["optimizers"] = (optimizer, None)
+    return kwargs

@@ -1,0 +1,62 @@
+"""The MLP Identity Block: a persistent latent -> a d_model "soul" -> per-layer Q/K biases."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hfself.arch import ArchInfo
+from hfself.embed import masked_mean
+
+from .config import IdentityConfig
+
+
+class IdentityBlock(nn.Module):
+    """Holds the model's self as a latent vector and turns it into attention biases.
+
+    identity (identity_dim) --MLP--> soul (d_model) --per-layer W_l--> [q_bias | k_bias]
+
+    The biases depend on the persistent identity only, never on the tokens of
+    the sequence being processed, so conditioning is causal by construction and
+    identical with or without a KV cache. Context reaches the identity through
+    introspection: :meth:`summarize_token_context` of generated self-descriptions
+    is what :meth:`introspection_loss` pulls the soul toward.
+    """
+
+    def __init__(self, config: IdentityConfig, arch: ArchInfo):
+        super().__init__()
+        d_model = arch.hidden_size
+        self.layer_ids = list(config.layers) if config.layers is not None else list(range(arch.num_layers))
+        bad = [i for i in self.layer_ids if not 0 <= i < arch.num_layers]
+        if bad:
+            raise ValueError(f"identity layers {bad} out of range for a {arch.num_layers}-layer model")
+        self.q_width = arch.q_dim if config.inject_q else 0  # num_heads * head_dim
+        self.k_width = arch.k_dim if config.inject_k else 0  # num_kv_heads * head_dim
+        self.identity = nn.Parameter(torch.randn(config.identity_dim))
+        self.soul_mlp = nn.Sequential(
+            nn.Linear(config.identity_dim, config.identity_hidden_dim),
+            nn.GELU(),
+            nn.Dropout(config.identity_dropout),
+            nn.Linear(config.identity_hidden_dim, d_model),
+        )
+        # One projection per conditioned layer, stored stacked: (L, d_model, q_width + k_width)
+        self.qk_proj = nn.Parameter(
+            torch.randn(len(self.layer_ids), d_model, self.q_width + self.k_width) * config.init_std
+        )
+
+    def soul(self) -> torch.Tensor:
+        """(d_model,) the identity as seen by every layer."""
+        return self.soul_mlp(self.identity)
+
+    def qk_biases(self) -> torch.Tensor:
+        """(L, q_width + k_width): per conditioned layer, the Q bias then the K bias."""
+        return torch.einsum("d,ldw->lw", self.soul(), self.qk_proj)
+
+    @staticmethod
+    def summarize_token_context(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, d_model) -> (B, d_model): masked mean over the valid tokens."""
+        return masked_mean(hidden_states, attention_mask)
+
+    def introspection_loss(self, summary: torch.Tensor) -> torch.Tensor:
+        """1 − cos(soul, summary): how far the soul is from a self-description's summary (d_model,)."""
+        return 1.0 - torch.nn.functional.cosine_similarity(self.soul(), summary.to(self.identity.dtype), dim=-1)

@@ -1,0 +1,183 @@
+"""IntrospectionCallback: every N optimizer steps, ask the model who it is and pull the identity there."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from hfself import persist
+
+CALLBACK_STATE = "introspection_state.safetensors"
+CALLBACK_META = "introspection_state.json"
+LOG_FILE = "introspection.jsonl"
+
+
+@dataclass
+class IntrospectionArguments:
+    """The seed's introspection flags (also recipe YAML keys)."""
+
+    identity_update_interval: int = field(default=50, metadata={"help": "Optimizer steps between introspection rounds."})
+    identity_prompt: str = field(default="Who am I? Where do I want to go?",
+                                 metadata={"help": "Prompt of every introspection round."})
+    identity_max_new_tokens: int = field(default=32, metadata={"help": "Length of the sampled self-description."})
+    identity_lr: float | None = field(default=None,
+                                      metadata={"help": "LR of the introspection optimizer (default 0.1 x learning_rate)."})
+    identity_loss_scale: float = field(default=1.0, metadata={"help": "Weight of the introspection loss."})
+    identity_ema: float = field(default=0.0,
+                                metadata={"help": "EMA factor on the identity after each round (0: off)."})
+    identity_do_sample: bool = field(default=True, metadata={"help": "Sample (True) or greedy-decode self-descriptions."})
+    identity_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of self-descriptions."})
+
+
+class IntrospectionCallback(TrainerCallback):
+    """Introspection rounds during training.
+
+    Every ``identity_update_interval`` optimizer steps: generate a
+    self-description from ``identity_prompt`` (main process only; the token ids
+    are broadcast so every rank sees the same text), summarize it with the
+    model's own hidden states, take one step of a separate Adam optimizer on the
+    identity block toward it, log ``introspection/loss``, ``introspection/drift``
+    (cosine of the soul before vs after) and append to
+    ``<output_dir>/introspection.jsonl``. Its optimizer and counters are saved in
+    each checkpoint and restored on ``resume_from_checkpoint``.
+
+    Usage::
+
+        cb = IntrospectionCallback(IntrospectionArguments(identity_update_interval=20))
+        trainer = SFTTrainer(model=identity_model, args=..., callbacks=[cb], ...)
+        cb.bind(trainer)   # optional: logs go through trainer.log (report_to)
+    """
+
+    def __init__(self, args: IntrospectionArguments | None = None, main_lr: float | None = None):
+        self.args = args or IntrospectionArguments()
+        self.main_lr = main_lr
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.rounds = 0
+        self.history: list[dict] = []
+        self._trainer = None
+        self._pending: dict | None = None
+
+    def bind(self, trainer) -> "IntrospectionCallback":
+        self._trainer = trainer
+        return self
+
+    # ------------------------------------------------------------------ optimizer
+
+    def _block(self, model):
+        block = getattr(model, "identity_block", None)
+        if block is None:
+            raise ValueError("IntrospectionCallback needs an IdentityForCausalLM with identity enabled")
+        return block
+
+    def _ensure_optimizer(self, model, train_args) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            lr = self.args.identity_lr or 0.1 * (self.main_lr or train_args.learning_rate)
+            self.optimizer = torch.optim.Adam(self._block(model).parameters(), lr=lr)
+        return self.optimizer
+
+    # ------------------------------------------------------------------ the round
+
+    def introspect(self, model, tokenizer, train_args=None, step: int = 0, is_main: bool = True) -> dict:
+        """Run one introspection round now; returns the record that is logged."""
+        from accelerate.utils import broadcast_object_list
+
+        block = self._block(model)
+        optimizer = self._ensure_optimizer(model, train_args)
+        device = block.identity.device
+        was_training = model.training
+        model.eval()
+        prompt = tokenizer(self.args.identity_prompt, return_tensors="pt").to(device)
+        ids = [None]
+        if is_main:
+            gen = model.generate(**prompt, max_new_tokens=self.args.identity_max_new_tokens,
+                                 do_sample=self.args.identity_do_sample, temperature=self.args.identity_temperature,
+                                 pad_token_id=tokenizer.pad_token_id)
+            ids = [gen[0, prompt["input_ids"].shape[1]:].tolist()]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            broadcast_object_list(ids, from_process=0)
+        new_ids = ids[0] or [tokenizer.eos_token_id]
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+
+        with torch.no_grad():
+            input_ids = torch.tensor([new_ids], device=device)
+            hidden = model(input_ids=input_ids, output_hidden_states=True).hidden_states[-1]  # (1, T, d_model)
+            summary = block.summarize_token_context(hidden.float(), None)[0]  # (d_model,)
+            soul_before = block.soul().detach().clone()
+            identity_before = block.identity.detach().clone()
+
+        block.train(was_training)
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.args.identity_loss_scale * block.introspection_loss(summary)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            if self.args.identity_ema > 0:
+                block.identity.mul_(1 - self.args.identity_ema).add_(identity_before, alpha=self.args.identity_ema)
+            drift = torch.nn.functional.cosine_similarity(soul_before, block.soul(), dim=-1).item()
+        model.train(was_training)
+        model.last_self_description = text
+        self.rounds += 1
+        record = {"step": step, "round": self.rounds, "text": text, "loss": loss.item(), "drift_cosine": drift}
+        self.history.append({k: v for k, v in record.items() if k != "text"})
+        return record
+
+    # ------------------------------------------------------------------ TrainerCallback
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._ensure_optimizer(model, args)
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.global_step > 0 and (checkpoint / CALLBACK_META).exists():
+            self.load_state(checkpoint)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        interval = self.args.identity_update_interval
+        if interval <= 0 or state.global_step % interval != 0:
+            return
+        record = self.introspect(model, processing_class, args, step=state.global_step,
+                                 is_main=state.is_world_process_zero)
+        if state.is_world_process_zero:
+            persist.append_jsonl(Path(args.output_dir) / LOG_FILE, record)
+        metrics = {"introspection/loss": record["loss"], "introspection/drift_cosine": record["drift_cosine"],
+                   "introspection/round": record["round"]}
+        if self._trainer is not None:
+            self._trainer.log(metrics)
+        else:
+            self._pending = metrics
+            control.should_log = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self._pending and logs is not None:
+            logs.update(self._pending)
+            self._pending = None
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+    # ------------------------------------------------------------------ state
+
+    def save_state(self, directory: Path) -> None:
+        tensors, meta = {}, {"rounds": self.rounds, "history": self.history, "param_groups": []}
+        if self.optimizer is not None:
+            sd = self.optimizer.state_dict()
+            for pid, st in sd["state"].items():
+                for k, v in st.items():
+                    tensors[f"state.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+            meta["param_groups"] = sd["param_groups"]
+        persist.save_tensors(directory / CALLBACK_STATE, tensors)
+        persist.save_json(directory / CALLBACK_META, meta)
+
+    def load_state(self, directory: Path) -> None:
+        meta = persist.load_json(directory / CALLBACK_META)
+        tensors = persist.load_tensors(directory / CALLBACK_STATE)
+        self.rounds, self.history = meta["rounds"], meta["history"]
+        if self.optimizer is not None and meta["param_groups"]:
+            state: dict[int, dict] = {}
+            for key, value in tensors.items():
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = value
+            self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -1,0 +1,155 @@
+"""Putting the identity biases into the attention projections of any causal LM.
+
+Two ways, same numbers:
+
+* **hooks** (training, any forward with grad): a pre-hook on the LM computes
+  all layers' biases once per forward (one einsum, one scatter for fused QKV);
+  a forward hook on each Q/K projection adds its slice: one add per projection.
+* **folded** (generation): the biases are added into the projections' own bias
+  parameters for the duration of ``generate``; each decoding step then costs
+  nothing extra. Projections that are not plain Linear/Conv1D keep the hooks.
+
+The bias is added to the projection *output*, i.e. before rotary embeddings,
+for separate and fused QKV alike (positions come from :mod:`hfself.arch`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from hfself.arch import ArchInfo, projection_base_layer, unwrap_model
+
+from .block import IdentityBlock
+
+
+class _Target:
+    """One projection: which bias entries go to which of its outputs."""
+
+    def __init__(self, module: nn.Module, out_features: int, src: torch.Tensor, dst: torch.Tensor | None):
+        self.module = module
+        self.out_features = out_features
+        self.src = src  # positions in the layer's [q_bias | k_bias] vector
+        self.dst = dst  # positions in the projection output; None: the whole output, in order
+        self.row = 0  # row of the block's (L, W) bias matrix
+
+
+class IdentityInjector:
+    """Owns every hook that conditions a model on an :class:`IdentityBlock`."""
+
+    def __init__(self, model: nn.Module, block: IdentityBlock, arch: ArchInfo):
+        self.model, self.block = model, block
+        self.targets: list[_Target] = []
+        q_src = torch.arange(block.q_width)
+        k_src = block.q_width + torch.arange(block.k_width)
+        for row, layer_id in enumerate(block.layer_ids):
+            for t in arch.layers[layer_id].targets:
+                src, dst = [], []
+                if block.q_width and t.q_index is not None:
+                    src.append(q_src)
+                    dst.append(t.q_index)
+                if block.k_width and t.k_index is not None:
+                    src.append(k_src)
+                    dst.append(t.k_index)
+                if not src:
+                    continue
+                src, dst = torch.cat(src), torch.cat(dst)
+                whole = len(dst) == t.out_features and torch.equal(dst, torch.arange(t.out_features))
+                target = _Target(t.module, t.out_features, src, None if whole else dst)
+                target.row = row
+                self.targets.append(target)
+        self._handles: list = []
+        self._deltas: list[torch.Tensor] | None = None
+        self._cache_key = None
+        self._folded = False
+
+    # ------------------------------------------------------------------ biases
+
+    def compute_deltas(self) -> list[torch.Tensor]:
+        """Per target, a full-width bias (out_features,) to add to the projection output."""
+        biases = self.block.qk_biases()  # (L, q_width + k_width)
+        deltas = []
+        for t in self.targets:
+            b = biases[t.row, t.src.to(biases.device)]
+            if t.dst is not None:
+                b = b.new_zeros(t.out_features).index_put((t.dst.to(b.device),), b)
+            deltas.append(b)
+        return deltas
+
+    def _param_key(self):
+        return tuple(p._version for p in self.block.parameters()) + tuple(p.data_ptr() for p in self.block.parameters())
+
+    def current_deltas(self) -> list[torch.Tensor]:
+        """Deltas for this forward: one graph per forward under autograd, else cached while the block is unchanged."""
+        if torch.is_grad_enabled():
+            if self._deltas is None or self._cache_key is not None:
+                self._deltas, self._cache_key = self.compute_deltas(), None
+            return self._deltas
+        key = self._param_key()
+        if self._deltas is None or self._cache_key != key:
+            self._deltas, self._cache_key = self.compute_deltas(), key
+        return self._deltas
+
+    # ------------------------------------------------------------------ hooks
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def attach(self) -> None:
+        if self._handles:
+            return
+        lm = unwrap_model(self.model)
+        self._handles.append(lm.register_forward_pre_hook(self._start_forward))
+        for i, t in enumerate(self.targets):
+            self._handles.append(t.module.register_forward_hook(self._make_hook(i)))
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._deltas, self._cache_key = None, None
+
+    def _start_forward(self, module, args):
+        if torch.is_grad_enabled():  # a new autograd graph for every training forward
+            self._deltas = None
+
+    def _make_hook(self, i: int):
+        def add_identity_bias(module, inputs, output):
+            if self._folded:
+                return output
+            delta = self.current_deltas()[i]
+            return output + delta.to(output.dtype)
+
+        return add_identity_bias
+
+    # ------------------------------------------------------------------ folding
+
+    @contextmanager
+    def folded(self):
+        """Fold the current biases into the projections' bias parameters (no_grad inference)."""
+        if self._folded or not self._handles:
+            yield
+            return
+        deltas = self.current_deltas() if not torch.is_grad_enabled() else [d.detach() for d in self.compute_deltas()]
+        saved = []
+        foldable = all(isinstance(projection_base_layer(t.module), (nn.Linear, Conv1D)) for t in self.targets)
+        if not foldable:
+            yield
+            return
+        try:
+            with torch.no_grad():
+                for t, delta in zip(self.targets, deltas):
+                    base = projection_base_layer(t.module)
+                    saved.append((base, base.bias))
+                    bias = delta.to(base.weight.dtype) if base.bias is None else base.bias + delta.to(base.bias.dtype)
+                    base.bias = nn.Parameter(bias, requires_grad=False)
+            self._folded = True
+            yield
+        finally:
+            self._folded = False
+            for base, bias in saved:
+                base.bias = bias

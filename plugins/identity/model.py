@@ -1,0 +1,302 @@
+"""IdentityForCausalLM: any causal LM, conditioned on a persistent identity."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from hfself import persist
+from hfself.arch import inspect_model, unwrap_model
+from hfself.plugins import registry
+
+from .config import IdentityConfig
+from .layer import IdentityInjector
+
+IDENTITY_WEIGHTS = "identity.safetensors"
+FULL_WEIGHTS = "model.safetensors"
+STATE_FILE = "identity_state.json"
+
+
+class PersonaMismatchError(ValueError):
+    pass
+
+
+def identity_block_class(name: str):
+    blocks = registry("identity_blocks")
+    if name not in blocks:
+        raise ValueError(f"unknown identity block {name!r}; registered: {sorted(blocks)}")
+    return blocks[name]
+
+
+class IdentityForCausalLM(PreTrainedModel):
+    """A causal LM whose attention reads every token through a learned identity.
+
+    Build from any causal LM (plain or with a peft LoRA)::
+
+        model = IdentityForCausalLM.from_base(base_model, IdentityConfig(identity_dim=64))
+        model.save_pretrained("persona")                    # config + identity weights + model card
+        model = IdentityForCausalLM.from_pretrained("persona", base_model=base_model)
+
+    ``forward`` and ``generate`` are the base model's; the identity enters
+    through hooks on the Q/K projections (see :mod:`.layer`). Unknown attributes
+    are forwarded to the base model.
+    """
+
+    config_class = IdentityConfig
+    base_model_prefix = "lm"
+    main_input_name = "input_ids"
+    _hfself_wrapper = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: IdentityConfig, base_model: nn.Module):
+        super().__init__(config)
+        self.lm = base_model
+        self.arch = None
+        self.identity_block = None
+        self.injector = None
+        self.last_self_description: str | None = None
+        if config.enabled:
+            self.arch = inspect_model(base_model)
+            block_cls = identity_block_class(config.block)
+            param = next(base_model.parameters())
+            self.identity_block = block_cls(config, self.arch).to(device=param.device)
+            self.injector = IdentityInjector(self.lm, self.identity_block, self.arch)
+            self.injector.attach()
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_base(cls, base_model: nn.Module, config: IdentityConfig | None = None, **kwargs) -> "IdentityForCausalLM":
+        """Wrap ``base_model`` (any supported causal LM, plain or peft) with a fresh identity."""
+        config = config or IdentityConfig(**kwargs)
+        lm = unwrap_model(base_model)
+        base_config = lm.config
+        config.base_model_name_or_path = config.base_model_name_or_path or base_config.name_or_path or None
+        config.base_config = base_config.to_dict()
+        return cls(config, base_model)
+
+    def unload(self) -> nn.Module:
+        """Remove every identity hook and return the base model."""
+        if self.injector is not None:
+            self.injector.detach()
+        return self.lm
+
+    @contextmanager
+    def identity_disabled(self):
+        """Run the bare base model inside this block (hooks removed, then restored)."""
+        attached = self.injector is not None and self.injector.attached
+        if attached:
+            self.injector.detach()
+        try:
+            yield self.lm
+        finally:
+            if attached:
+                self.injector.attach()
+
+    # ------------------------------------------------------------------ forwarding
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "lm" or "lm" not in self.__dict__.get("_modules", {}):
+                raise
+            return getattr(self._modules["lm"], name)
+
+    def forward(self, *args, **kwargs):
+        return self.lm(*args, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, *args, **kwargs):
+        """The base model's ``generate``, with the identity folded into the projection biases."""
+        if self.injector is None:
+            return self.lm.generate(*args, **kwargs)
+        with self.injector.folded():
+            return self.lm.generate(*args, **kwargs)
+
+    def get_input_embeddings(self):
+        return self.lm.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.lm.get_output_embeddings()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def _init_weights(self, module):  # the base is already initialized; the block initializes itself
+        pass
+
+    # ------------------------------------------------------------------ saving
+
+    def identity_state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.identity_block is None else dict(self.identity_block.state_dict())
+
+    def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool | None = None,
+                        state_dict: dict | None = None, is_main_process: bool = True, push_to_hub: bool = False,
+                        **kwargs) -> None:
+        """Write the persona: config.json, identity.safetensors, identity_state.json and a model card.
+
+        ``save_base=True`` (or a ``state_dict`` from Trainer checkpoints) also writes
+        model.safetensors with base + identity, for from-scratch models and resume.
+        """
+        if not is_main_process:
+            return
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        full = save_base if save_base is not None else state_dict is not None
+        if full:
+            persist.save_tensors(out / FULL_WEIGHTS, _dedupe_shared(state_dict or self.state_dict()),
+                                 metadata={"format": "pt"})
+        if self.identity_block is not None:
+            persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(), metadata={"format": "pt"})
+        self.config.base_included = bool(full)
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(out)
+        persist.save_json(out / STATE_FILE, {"last_self_description": self.last_self_description})
+        persist.atomic_write_bytes(out / "README.md", self.model_card().encode("utf-8"))
+        if push_to_hub:
+            repo_id = kwargs.get("repo_id") or out.name
+            self.push_to_hub(repo_id, token=kwargs.get("token"))
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload hfself persona", private: bool | None = None,
+                    token: str | None = None, save_base: bool = False, **kwargs) -> str:
+        """Save the persona to a temporary directory and upload it to ``repo_id`` on the Hub."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, save_base=save_base)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+        return getattr(info, "commit_url", str(info))
+
+    def model_card(self) -> str:
+        base = self.config.base_model_name_or_path
+        hub_base = base if base and not os.path.isabs(base) and not Path(base).exists() else None
+        meta = ["---", "library_name: hfself", "tags:", "- hfself", "- identity-conditioned-attention"]
+        if hub_base:
+            meta.append(f"base_model: {hub_base}")
+        meta.append("---")
+        desc = self.last_self_description or "(no introspection round has run yet)"
+        cfg = self.config
+        body = f"""
+# hfself persona
+
+An identity-conditioned persona trained with [hfself](https://github.com/hfself/hfself): a persistent
+identity latent ({cfg.identity_dim}-d) is turned into a {cfg.base_config.get('hidden_size') if cfg.base_config else '?'}-d
+"soul" vector and projected into the {'Q' if cfg.inject_q else ''}{'/' if cfg.inject_q and cfg.inject_k else ''}{'K' if cfg.inject_k else ''}
+projections of {len(cfg.layers) if cfg.layers else 'all'} attention layers of the base model.
+
+- base model: `{base}`
+- identity block: `{cfg.block}`
+- base weights included: {bool(cfg.base_included)}
+
+## Last self-description
+
+> {desc.strip().replace(chr(10), chr(10) + '> ')}
+
+## Use
+
+```python
+from hfself import IdentityForCausalLM
+model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
+```
+"""
+        return "\n".join(meta) + "\n" + body
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
+                        base_model: nn.Module | None = None, config: IdentityConfig | None = None,
+                        **kwargs) -> "IdentityForCausalLM":
+        """Load a persona from a directory or Hub id onto ``base_model`` (or the base its config names)."""
+        path = _resolve(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
+        config = config if isinstance(config, IdentityConfig) else IdentityConfig.from_pretrained(path)
+        full_file = path / FULL_WEIGHTS
+        if base_model is None:
+            if config.base_included and full_file.exists():
+                base_config = AutoConfig.for_model(**config.base_config)
+                base_model = AutoModelForCausalLM.from_config(base_config)
+            elif config.base_model_name_or_path:
+                from hfself.train import load_causal_lm
+
+                base_model, _ = load_causal_lm(config.base_model_name_or_path, dtype=kwargs.get("dtype"))
+            else:
+                raise ValueError(f"{path}: the persona names no base model; pass base_model=...")
+        _check_base(config, base_model, path)
+        saved_base_config = config.base_config
+        model = cls.from_base(base_model, config)
+        model.config.base_config = saved_base_config or model.config.base_config
+        if config.base_included and full_file.exists() and base_model is not None and kwargs.get("load_base", True):
+            weights = persist.load_tensors(full_file)
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            real_missing = [k for k in missing if not _is_tied(model, k)]
+            if real_missing or unexpected:
+                raise persist.StateFileError(f"{full_file}: missing {real_missing[:5]}, unexpected {unexpected[:5]}")
+        elif model.identity_block is not None:
+            expected = {k: tuple(v.shape) for k, v in model.identity_state_dict().items()}
+            try:
+                weights = persist.load_tensors(path / IDENTITY_WEIGHTS, expected=expected)
+            except persist.StateFileError as err:
+                raise PersonaMismatchError(f"persona {path} does not fit this model/config: {err}") from err
+            model.identity_block.load_state_dict(weights)
+        state_file = path / STATE_FILE
+        if state_file.exists():
+            model.last_self_description = persist.load_json(state_file).get("last_self_description")
+        param = next(model.lm.parameters())
+        if model.identity_block is not None:
+            model.identity_block.to(param.device)
+        return model
+
+
+def _resolve(name_or_path, revision=None, token=None) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path), revision=revision, token=token))
+
+
+def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:
+    if not config.base_config:
+        return
+    lm_config = unwrap_model(base_model).config
+    saved = config.base_config
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        want, got = saved.get(key), getattr(lm_config, key, None)
+        if want is not None and got is not None and want != got:
+            raise PersonaMismatchError(
+                f"persona {where} was trained on base {config.base_model_name_or_path!r} "
+                f"({key}={want}); the base model given has {key}={got}"
+            )
+
+
+def _is_tied(model: nn.Module, key: str) -> bool:
+    return any(word in key for word in ("lm_head", "embed_out")) and (
+        getattr(unwrap_model(model).config.get_text_config(), "tie_word_embeddings", False))
+
+
+def _dedupe_shared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop second names of tied tensors (safetensors refuses shared storage)."""
+    seen, out = set(), {}
+    for name, tensor in state_dict.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor
+    return out

