@@ -203,8 +203,8 @@ class ArchInfo:
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The transformers causal LM inside hfself and peft wrappers."""
     for _ in range(8):
-        if getattr(model, "_hfself_wrapper", False):  # IdentityForCausalLM & co. keep the LM in .base_model
-            model = model.base_model
+        if getattr(model, "_hfself_wrapper", False):  # IdentityForCausalLM & co. keep the LM in .lm
+            model = model.lm
         elif type(model).__module__.startswith("peft.") and hasattr(model, "get_base_model"):
             model = model.get_base_model()
         else:

@@ -38,7 +38,7 @@ class RunArguments:
                         metadata={"help": "'shakespeare', 'python', a text file, or a datasets id/path (see dataset_name)."})
     dataset_name: str | None = field(default=None,
                                      metadata={"help": "A datasets id or local path; overrides corpus."})
-    dataset_text_field: str = field(default="text", metadata={"help": "Text column of dataset_name."})
+    text_column: str = field(default="text", metadata={"help": "Text column of dataset_name."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples."})
     chunk_chars: int = field(default=512, metadata={"help": "Characters per example when chunking a corpus."})
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager or flash_attention_2."})
@@ -79,6 +79,8 @@ def parse_args(dataclass_types, args: list[str] | None = None, config: str | Non
         config = args[i + 1]
         del args[i:i + 2]
     parser = HfArgumentParser(dataclass_types)
+    if any("bf16" in {f.name for f in dataclasses.fields(dc)} for dc in dataclass_types):
+        parser.set_defaults(bf16=bf16_supported())  # TRL's None would mean "on", which fails on CPU
     if config:
         defaults = load_yaml(config, dataclass_types)
         parser.set_defaults(**defaults)
@@ -86,6 +88,15 @@ def parse_args(dataclass_types, args: list[str] | None = None, config: str | Non
             if action.dest in defaults:
                 action.required = False
     return parser.parse_args_into_dataclasses(args=args)
+
+
+def bf16_supported() -> bool:
+    """Whether bf16 mixed precision works here (CUDA with bf16, or Apple MPS)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def flat_config(*instances) -> dict[str, Any]:

@@ -86,3 +86,27 @@ def trainer_kwargs(model, training_args, run_config: dict[str, Any]) -> dict[str
     if optimizer is not None:
         kwargs["optimizers"] = (optimizer, None)
     return kwargs
+
+
+def bind_callbacks(trainer) -> None:
+    """Give callbacks that log through the trainer (``bind(trainer)``) their trainer."""
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "bind"):
+            callback.bind(trainer)
+
+
+def text_dataset(run_args, split_seed: int = 0):
+    """The training set of a recipe as a ``datasets.Dataset`` with a ``text`` column."""
+    from datasets import Dataset, load_dataset
+
+    from hfself.data import corpus_text, text_chunks
+
+    if run_args.dataset_name:
+        ds = load_dataset(run_args.dataset_name, split="train")
+        if run_args.text_column != "text":
+            ds = ds.rename_column(run_args.text_column, "text")
+    else:
+        ds = Dataset.from_dict({"text": text_chunks(corpus_text(run_args.corpus), run_args.chunk_chars)})
+    if run_args.max_train_samples:
+        ds = ds.shuffle(seed=split_seed).select(range(min(run_args.max_train_samples, len(ds))))
+    return ds

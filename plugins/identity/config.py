@@ -21,6 +21,7 @@ class IdentityConfig(PretrainedConfig):
         base_model_name_or_path: Hub id or directory of the base model the persona was trained on.
         base_config: the base model's config as a dict (checks on load; rebuilds a saved base).
         base_included: whether the persona directory also holds the base weights (model.safetensors).
+        weights_scope: what model.safetensors holds: "full", "trainable" (Trainer checkpoints) or None.
     """
 
     model_type = "hfself_identity"
@@ -38,6 +39,7 @@ class IdentityConfig(PretrainedConfig):
         base_model_name_or_path: str | None = None,
         base_config: dict | None = None,
         base_included: bool = False,
+        weights_scope: str | None = None,
         **kwargs,
     ):
         if identity_dim is not None and identity_dim <= 0:
@@ -55,6 +57,7 @@ class IdentityConfig(PretrainedConfig):
         self.base_model_name_or_path = base_model_name_or_path
         self.base_config = base_config
         self.base_included = base_included
+        self.weights_scope = weights_scope
         super().__init__(**kwargs)
 
     @property

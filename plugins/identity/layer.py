@@ -102,8 +102,9 @@ class IdentityInjector:
     def attach(self) -> None:
         if self._handles:
             return
-        lm = unwrap_model(self.model)
-        self._handles.append(lm.register_forward_pre_hook(self._start_forward))
+        # The backbone runs in every forward, also TRL's fused-LM-head path that skips the *ForCausalLM forward.
+        backbone = unwrap_model(self.model).base_model
+        self._handles.append(backbone.register_forward_pre_hook(self._start_forward))
         for i, t in enumerate(self.targets):
             self._handles.append(t.module.register_forward_hook(self._make_hook(i)))
 

@@ -21,6 +21,12 @@ from .layer import IdentityInjector
 IDENTITY_WEIGHTS = "identity.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 STATE_FILE = "identity_state.json"
+ADAPTER_DIR = "adapter"
+_UNSET = object()
+
+
+def _is_peft(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("peft.")
 
 
 class PersonaMismatchError(ValueError):
@@ -105,6 +111,11 @@ class IdentityForCausalLM(PreTrainedModel):
 
     # ------------------------------------------------------------------ forwarding
 
+    @property
+    def base_model(self) -> nn.Module:
+        """The base LM's backbone (no LM head), as ``PreTrainedModel.base_model`` means elsewhere."""
+        return unwrap_model(self.lm).base_model
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
@@ -130,8 +141,14 @@ class IdentityForCausalLM(PreTrainedModel):
     def get_output_embeddings(self):
         return self.lm.get_output_embeddings()
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
-        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+    def gradient_checkpointing_enable(self, *args, **kwargs):
+        self.lm.gradient_checkpointing_enable(*args, **kwargs)
+
+    def gradient_checkpointing_disable(self):
+        self.lm.gradient_checkpointing_disable()
+
+    def activation_checkpointing_enable(self, *args, **kwargs):
+        self.lm.activation_checkpointing_enable(*args, **kwargs)
 
     def _init_weights(self, module):  # the base is already initialized; the block initializes itself
         pass
@@ -142,31 +159,43 @@ class IdentityForCausalLM(PreTrainedModel):
         return {} if self.identity_block is None else dict(self.identity_block.state_dict())
 
     def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool | None = None,
-                        state_dict: dict | None = None, is_main_process: bool = True, push_to_hub: bool = False,
+                        state_dict: dict | None = _UNSET, is_main_process: bool = True, push_to_hub: bool = False,
                         **kwargs) -> None:
         """Write the persona: config.json, identity.safetensors, identity_state.json and a model card.
 
-        ``save_base=True`` (or a ``state_dict`` from Trainer checkpoints) also writes
-        model.safetensors with base + identity, for from-scratch models and resume.
+        ``save_base``: also write the base weights to model.safetensors (default: when
+        the base itself has trainable, non-LoRA weights). A peft adapter on the base
+        goes to ``adapter/``. Called by Trainer (which always passes ``state_dict``),
+        the trainable weights go to model.safetensors so ``resume_from_checkpoint`` works.
         """
         if not is_main_process:
             return
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        full = save_base if save_base is not None else state_dict is not None
-        if full:
-            persist.save_tensors(out / FULL_WEIGHTS, _dedupe_shared(state_dict or self.state_dict()),
-                                 metadata={"format": "pt"})
+        from_trainer = state_dict is not _UNSET
+        if save_base is None:
+            save_base = any(p.requires_grad for n, p in self.lm.named_parameters() if "lora_" not in n)
+        if save_base:
+            weights, scope = (state_dict if from_trainer and state_dict is not None else self.state_dict()), "full"
+        elif from_trainer:
+            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            weights, scope = {k: v for k, v in self.state_dict().items() if k in trainable}, "trainable"
+        else:
+            weights, scope = None, None
+        if weights is not None:
+            persist.save_tensors(out / FULL_WEIGHTS, _dedupe_shared(weights), metadata={"format": "pt"})
         if self.identity_block is not None:
             persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(), metadata={"format": "pt"})
-        self.config.base_included = bool(full)
+        if _is_peft(self.lm):
+            self.lm.save_pretrained(out / ADAPTER_DIR)
+        self.config.base_included = bool(save_base)
+        self.config.weights_scope = scope
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(out)
         persist.save_json(out / STATE_FILE, {"last_self_description": self.last_self_description})
         persist.atomic_write_bytes(out / "README.md", self.model_card().encode("utf-8"))
         if push_to_hub:
-            repo_id = kwargs.get("repo_id") or out.name
-            self.push_to_hub(repo_id, token=kwargs.get("token"))
+            self.push_to_hub(kwargs.get("repo_id") or out.name, token=kwargs.get("token"), save_base=save_base)
 
     def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload hfself persona", private: bool | None = None,
                     token: str | None = None, save_base: bool = False, **kwargs) -> str:
@@ -226,33 +255,42 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
         path = _resolve(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
         config = config if isinstance(config, IdentityConfig) else IdentityConfig.from_pretrained(path)
         full_file = path / FULL_WEIGHTS
+        # AutoModel moves attn_implementation into the config; pass it on to the base
+        attn_impl = kwargs.get("attn_implementation") or getattr(config, "_attn_implementation_internal", None)
         if base_model is None:
             if config.base_included and full_file.exists():
                 base_config = AutoConfig.for_model(**config.base_config)
-                base_model = AutoModelForCausalLM.from_config(base_config)
+                attn = {"attn_implementation": attn_impl} if attn_impl else {}
+                base_model = AutoModelForCausalLM.from_config(base_config, **attn)
             elif config.base_model_name_or_path:
                 from hfself.train import load_causal_lm
 
-                base_model, _ = load_causal_lm(config.base_model_name_or_path, dtype=kwargs.get("dtype"))
+                base_model, _ = load_causal_lm(config.base_model_name_or_path, dtype=kwargs.get("dtype"),
+                                               attn_implementation=attn_impl)
             else:
                 raise ValueError(f"{path}: the persona names no base model; pass base_model=...")
         _check_base(config, base_model, path)
+        if (path / ADAPTER_DIR).is_dir() and not _is_peft(base_model):
+            from peft import PeftModel
+
+            base_model = PeftModel.from_pretrained(base_model, path / ADAPTER_DIR)
         saved_base_config = config.base_config
         model = cls.from_base(base_model, config)
         model.config.base_config = saved_base_config or model.config.base_config
-        if config.base_included and full_file.exists() and base_model is not None and kwargs.get("load_base", True):
-            weights = persist.load_tensors(full_file)
-            missing, unexpected = model.load_state_dict(weights, strict=False)
-            real_missing = [k for k in missing if not _is_tied(model, k)]
-            if real_missing or unexpected:
-                raise persist.StateFileError(f"{full_file}: missing {real_missing[:5]}, unexpected {unexpected[:5]}")
-        elif model.identity_block is not None:
+        if model.identity_block is not None:
             expected = {k: tuple(v.shape) for k, v in model.identity_state_dict().items()}
             try:
                 weights = persist.load_tensors(path / IDENTITY_WEIGHTS, expected=expected)
             except persist.StateFileError as err:
                 raise PersonaMismatchError(f"persona {path} does not fit this model/config: {err}") from err
             model.identity_block.load_state_dict(weights)
+        scope = getattr(config, "weights_scope", None)
+        if full_file.exists() and scope in ("full", "trainable"):
+            weights = persist.load_tensors(full_file)
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            missing = [k for k in missing if not _is_tied(model, k)] if scope == "full" else []
+            if missing or unexpected:
+                raise persist.StateFileError(f"{full_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         state_file = path / STATE_FILE
         if state_file.exists():
             model.last_self_description = persist.load_json(state_file).get("last_self_description")

@@ -1,0 +1,190 @@
+"""Identity-conditioned attention over many tiny architectures."""
+
+import pytest
+import torch
+from tiny_models import IDENTITY_ARCHS, NO_ROPE, sample_ids, tiny_model
+
+from hfself import IdentityConfig, IdentityForCausalLM
+from hfself.arch import UnsupportedArchitectureError
+from hfself.persist import StateFileError
+from hfself_plugins.identity import PersonaMismatchError
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def _persona(name, **kw):
+    kw.setdefault("identity_dim", 16)
+    kw.setdefault("init_std", 0.5)
+    torch.manual_seed(3)
+    return IdentityForCausalLM.from_base(tiny_model(name), IdentityConfig(**kw))
+
+
+@torch.no_grad()
+def _logits(model, ids):
+    return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("name", IDENTITY_ARCHS)
+def test_off_means_off(name):
+    base = tiny_model(name)
+    ids = sample_ids()
+    ref = _logits(base, ids)
+    off = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=None))
+    assert torch.equal(_logits(off, ids), ref)
+    assert _hook_count(base) == 0
+    on = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=16, init_std=0.5))
+    assert _hook_count(base) > 0
+    with on.identity_disabled():
+        assert torch.equal(_logits(base, ids), ref) and _hook_count(base) == 0
+    on.unload()
+    assert _hook_count(base) == 0 and torch.equal(_logits(base, ids), ref)
+
+
+@pytest.mark.parametrize("name", IDENTITY_ARCHS)
+def test_on_changes_logits_and_is_causal(name):
+    model = _persona(name)
+    ids = sample_ids()
+    with model.identity_disabled():
+        base = _logits(model, ids)
+    on = _logits(model, ids)
+    assert (on - base).abs().max() > 1e-4
+    t = 6
+    changed = ids.clone()
+    changed[:, t + 1:] = (changed[:, t + 1:] + 17) % 4000 + 2
+    on2 = _logits(model, changed)
+    assert torch.equal(on2[:, : t + 1], on[:, : t + 1])  # positions <= t never see tokens > t
+    assert (on2[:, t + 1:] - on[:, t + 1:]).abs().max() > 0
+
+
+@pytest.mark.parametrize("name", IDENTITY_ARCHS)
+def test_cache_equivalence_and_folding(name):
+    model = _persona(name)
+    ids = sample_ids(batch=1, length=5)
+    kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=1)
+    assert torch.equal(model.generate(ids, use_cache=True, **kw), model.generate(ids, use_cache=False, **kw))
+    hooked = _logits(model, sample_ids())
+    with model.injector.folded():
+        assert model.injector._folded  # really folded: the hooks stand aside, the biases hold the identity
+        folded = _logits(model, sample_ids())
+    torch.testing.assert_close(folded, hooked, rtol=1e-5, atol=1e-5)
+    # after folding, every projection has its own bias back (None stays None)
+    assert [getattr(t.module, "bias", None) is None for t in model.injector.targets] == \
+        [getattr(t.module, "bias", None) is None for t in _persona(name).injector.targets]
+
+
+@pytest.mark.parametrize("name", IDENTITY_ARCHS)
+def test_save_load_round_trip(name, tmp_path):
+    model = _persona(name)
+    ids = sample_ids()
+    expected = _logits(model, ids)
+    model.save_pretrained(tmp_path)
+    assert {"config.json", "identity.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
+    card = (tmp_path / "README.md").read_text()
+    assert "library_name: hfself" in card
+    reloaded = IdentityForCausalLM.from_pretrained(tmp_path, base_model=tiny_model(name))
+    assert torch.equal(_logits(reloaded, ids), expected)
+
+
+def test_save_with_base_and_auto_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hfself import plugins
+
+    plugins.get_plugin_manager()  # registers IdentityConfig with the Auto classes
+    model = _persona("llama")
+    ids = sample_ids()
+    expected = _logits(model, ids)
+    model.save_pretrained(tmp_path, save_base=True)
+    assert (tmp_path / "model.safetensors").exists()
+    reloaded = IdentityForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    assert torch.equal(_logits(reloaded, ids), expected)
+    auto = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    assert isinstance(auto, IdentityForCausalLM) and torch.equal(_logits(auto, ids), expected)
+
+
+def test_identity_moves_attention_weights():
+    model = _persona("llama", init_std=0.3)
+    ids = sample_ids()
+    with torch.no_grad():
+        with model.identity_disabled():
+            base = model(input_ids=ids, output_attentions=True).attentions
+        on = model(input_ids=ids, output_attentions=True).attentions
+    shift = max((a - b).abs().sum(-1).max().item() for a, b in zip(base, on))  # L1 change of a row
+    assert shift > 0.01
+
+
+@pytest.mark.parametrize("name", sorted(set(IDENTITY_ARCHS) & NO_ROPE))
+def test_key_only_identity_cannot_move_attention_without_rope(name):
+    """Q-vs-K note: K bias constant over positions cancels in softmax unless RoPE rotates it."""
+    model = _persona(name, inject_q=False, inject_k=True)
+    ids = sample_ids()
+    with torch.no_grad():
+        with model.identity_disabled():
+            base = model(input_ids=ids, output_attentions=True).attentions[0]
+        on = model(input_ids=ids, output_attentions=True).attentions[0]
+    torch.testing.assert_close(on, base, rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_reach_identity_and_lora(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_model("llama")
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = IdentityForCausalLM.from_base(lora, IdentityConfig(identity_dim=16, init_std=0.5))
+    ids = sample_ids()
+    model.train()
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert model.identity_block.identity.grad is not None and model.identity_block.qk_proj.grad.abs().sum() > 0
+    assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
+    model.eval()
+    expected = _logits(model, ids)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert not (tmp_path / "model.safetensors").exists()  # base frozen: persona + adapter only
+    reloaded = IdentityForCausalLM.from_pretrained(tmp_path, base_model=tiny_model("llama"))
+    assert torch.equal(_logits(reloaded, ids), expected)
+
+
+def test_identity_dim_mismatch_on_load(tmp_path):
+    _persona("llama").save_pretrained(tmp_path)
+    from hfself_plugins.identity import IdentityConfig as Cfg
+
+    cfg = Cfg.from_pretrained(tmp_path)
+    cfg.identity_dim = 32
+    with pytest.raises(PersonaMismatchError, match="identity"):
+        IdentityForCausalLM.from_pretrained(tmp_path, base_model=tiny_model("llama"), config=cfg)
+
+
+def test_persona_on_another_base_is_refused(tmp_path):
+    _persona("llama").save_pretrained(tmp_path)
+    with pytest.raises(PersonaMismatchError, match="trained on base"):
+        IdentityForCausalLM.from_pretrained(tmp_path, base_model=tiny_model("gpt2"))
+
+
+def test_unknown_architecture():
+    base = tiny_model("llama")
+    base.config.model_type = "mystery_lm"
+    with pytest.raises(UnsupportedArchitectureError, match="mystery_lm"):
+        IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
+
+
+def test_corrupt_identity_file_is_clear(tmp_path):
+    _persona("llama").save_pretrained(tmp_path)
+    path = tmp_path / "identity.safetensors"
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises((PersonaMismatchError, StateFileError), match="corrupt or truncated"):
+        IdentityForCausalLM.from_pretrained(tmp_path, base_model=tiny_model("llama"))
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError):
+        IdentityConfig(identity_dim=0)
+    with pytest.raises(ValueError):
+        IdentityConfig(identity_dim=8, inject_q=False, inject_k=False)
+    with pytest.raises(ValueError, match="unknown identity block"):
+        IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8, block="nope"))
+    with pytest.raises(ValueError, match="out of range"):
+        IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8, layers=[5]))
