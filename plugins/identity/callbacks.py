@@ -129,9 +129,12 @@ class IntrospectionCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._ensure_optimizer(model, args)
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.global_step > 0 and (checkpoint / CALLBACK_META).exists():
-            self.load_state(checkpoint)
+        if state.global_step == 0:
+            return
+        for checkpoint in (args.resume_from_checkpoint, Path(args.output_dir) / f"checkpoint-{state.global_step}"):
+            if checkpoint and isinstance(checkpoint, (str, Path)) and (Path(checkpoint) / CALLBACK_META).exists():
+                self.load_state(Path(checkpoint))
+                return
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         interval = self.args.identity_update_interval

@@ -1,0 +1,9 @@
+import sys
+from pathlib import Path
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def add_recipes_to_path() -> None:
+    if str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))

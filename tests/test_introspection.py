@@ -1,0 +1,71 @@
+"""The main job: identity SFT with introspection, resume and 2-process DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from recipes_path import RECIPES, add_recipes_to_path
+
+from hfself import IdentityForCausalLM
+from hfself.persist import load_tensors
+
+add_recipes_to_path()
+import identity_sft  # noqa: E402
+
+FAST = ["--max_steps", "8", "--identity_update_interval", "2", "--identity_max_new_tokens", "6",
+        "--max_length", "64", "--per_device_train_batch_size", "4", "--max_train_samples", "64",
+        "--logging_steps", "2", "--save_steps", "4", "--warmup_steps", "0"]
+
+
+def _run(out, *extra):
+    return identity_sft.main([*FAST, "--output_dir", str(out), *extra])
+
+
+def test_recipe_writes_persona_and_log(tmp_path):
+    trainer = _run(tmp_path)
+    log = [json.loads(line) for line in (tmp_path / "introspection.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 6, 8]
+    assert all(0 <= r["loss"] <= 2 and -1 <= r["drift_cosine"] <= 1 for r in log)
+    assert any(k.startswith("introspection/") for entry in trainer.state.log_history for k in entry)
+    persona = tmp_path / "persona"
+    card = (persona / "README.md").read_text()
+    assert "library_name: hfself" in card and log[-1]["text"].strip().split("\n")[0] in card
+    reloaded = IdentityForCausalLM.from_pretrained(persona)
+    model = trainer.model.eval()
+    ids = torch.randint(2, 4000, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_resume_restores_identity_and_introspection(tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    a = _run(full)  # saves checkpoint-4 and checkpoint-8
+    b = _run(resumed, "--resume_from_checkpoint", str(full / "checkpoint-4"))
+    cb = lambda t: next(c for c in t.callback_handler.callbacks if type(c).__name__ == "IntrospectionCallback")
+    assert cb(b).rounds == cb(a).rounds == 4
+    assert [h["step"] for h in cb(b).history] == [2, 4, 6, 8]
+    for pa, pb in zip(a.model.identity_block.state_dict().values(), b.model.identity_block.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+    texts = lambda d: [json.loads(line)["text"] for line in (d / "introspection.jsonl").read_text().splitlines()]
+    assert texts(resumed) == texts(full)[2:]  # same self-descriptions after the resume point
+    checkpoint = load_tensors(full / "checkpoint-4" / "introspection_state.safetensors")
+    assert any(k.endswith(".exp_avg") for k in checkpoint)
+
+
+def test_ddp_ranks_identical_after_introspection(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", "29533",
+           str(Path(__file__).parent / "ddp_identity_run.py"), *FAST, "--max_steps", "4", "--use_cpu", "true",
+           "--output_dir", str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (load_tensors(tmp_path / f"rank{k}.safetensors") for k in (0, 1))
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    log = (tmp_path / "introspection.jsonl").read_text().splitlines()
+    assert len(log) == 2  # written once (main process), not once per rank
