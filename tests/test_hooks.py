@@ -1,0 +1,180 @@
+"""Every hookspec: documented in the README with its exact signature, and exercised here."""
+
+import inspect
+import re
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import tiny_model
+
+from hfself import hookimpl, hookspecs, plugins
+from hfself.args import RunArguments
+from hfself.train import build_optimizer, prepare_model, trainer_callbacks
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("hfself_"))
+
+
+def signature_text(name: str) -> str:
+    fn = getattr(hookspecs, name)
+    return f"{name}{inspect.signature(fn)}".replace("'", "")
+
+
+@pytest.mark.parametrize("name", HOOKS)
+def test_hook_is_documented_and_tested(name):
+    fn = getattr(hookspecs, name)
+    assert fn.__doc__ and ":param" in fn.__doc__, f"{name} needs a docstring with :param:"
+    readme = (ROOT / "README.md").read_text()
+    assert signature_text(name) in readme, f"README lacks the exact signature `{signature_text(name)}`"
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert re.search(rf"def test_hook_{name.removeprefix('hfself_')}\b", tests), f"no test_hook_{name}"
+
+
+@pytest.fixture
+def plugin():
+    """An in-process plugin implementing every hook; removed after the test."""
+    mod = types.ModuleType("every_hook_plugin")
+    seen = {}
+
+    class Hello:
+        pass
+
+    @hookimpl
+    def hfself_register_identity_blocks(register):
+        register("hello_block", Hello)
+
+    @hookimpl
+    def hfself_register_arch_adapters(register):
+        from hfself.arch import ArchAdapter
+
+        register("hello_lm", ArchAdapter(layers_path="model.layers", attention="self_attn", q_proj="q_proj",
+                                         k_proj="k_proj"))
+
+    @hookimpl
+    def hfself_register_callbacks(register):
+        from transformers import TrainerCallback
+
+        register("hello_callback", lambda run_config, **kw: TrainerCallback())
+
+    @hookimpl
+    def hfself_register_optimizers(register):
+        register("hello_sgd", lambda model, args, **kw: torch.optim.SGD(model.parameters(), lr=0.1))
+
+    @hookimpl
+    def hfself_register_models(register):
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        class HelloConfig(LlamaConfig):
+            model_type = "hello_llama"
+
+        class HelloForCausalLM(LlamaForCausalLM):
+            config_class = HelloConfig
+
+        register(HelloConfig, HelloForCausalLM)
+
+    @hookimpl
+    def hfself_register_steering_modes(register):
+        register("hello_mode", {"features": {3: 2.0, 7: -1.0}})
+
+    @hookimpl
+    def hfself_register_metrics(register):
+        register("hello_metric", lambda predictions: len(predictions))
+
+    @hookimpl
+    def hfself_register_commands(cli):
+        p = cli.add_parser("hello-cmd")
+        p.set_defaults(func=lambda args: seen.setdefault("command", True) and 0)
+
+    @hookimpl
+    def hfself_prepare_model(model, run_config):
+        model.hello_prepared = True
+        return model
+
+    @hookimpl
+    def hfself_trainer_callbacks(model, run_config):
+        from transformers import TrainerCallback
+
+        return [TrainerCallback()]
+
+    for name, value in list(locals().items()):
+        if name.startswith("hfself_"):
+            setattr(mod, name, value)
+    plugins.register_plugin(mod, name="every_hook")
+    try:
+        yield seen
+    finally:
+        plugins.unregister_plugin("every_hook")
+
+
+def test_hook_register_identity_blocks(plugin):
+    assert "hello_block" in plugins.registry("identity_blocks") and "mlp" in plugins.registry("identity_blocks")
+
+
+def test_hook_register_arch_adapters(plugin):
+    from hfself.arch import inspect_model
+
+    model = tiny_model("llama")
+    model.config.model_type = "hello_lm"
+    assert inspect_model(model).num_layers == 2
+
+
+def test_hook_register_callbacks(plugin):
+    cbs = trainer_callbacks(tiny_model("llama"), {"plugins": [], "callbacks": ["hello_callback"]})
+    assert len(cbs) == 1
+    with pytest.raises(ValueError, match="unknown callback"):
+        trainer_callbacks(tiny_model("llama"), {"callbacks": ["nope"]})
+
+
+def test_hook_register_optimizers(plugin):
+    opt = build_optimizer(tiny_model("llama"), None, {"optimizer": "hello_sgd"})
+    assert isinstance(opt, torch.optim.SGD)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(tiny_model("llama"), None, {"optimizer": "nope"})
+
+
+def test_hook_register_models(plugin):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("hello_llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                  num_attention_heads=2, vocab_size=100)
+    assert type(AutoModelForCausalLM.from_config(config)).__name__ == "HelloForCausalLM"
+
+
+def test_hook_register_steering_modes(plugin):
+    assert plugins.registry("steering_modes")["hello_mode"]["features"][7] == -1.0
+
+
+def test_hook_register_metrics(plugin):
+    assert plugins.registry("metrics")["hello_metric"]([1, 2]) == 2
+
+
+def test_hook_register_commands(plugin):
+    from hfself.cli import main
+
+    assert main(["hello-cmd"]) == 0 and plugin["command"]
+
+
+def test_hook_prepare_model(plugin):
+    model = tiny_model("llama")
+    assert prepare_model(model, {"plugins": ["every_hook"]}).hello_prepared
+    other = tiny_model("llama")
+    prepare_model(other, {"plugins": []})  # not enabled: run-time hooks do not act
+    assert not hasattr(other, "hello_prepared")
+
+
+def test_hook_trainer_callbacks(plugin):
+    assert len(trainer_callbacks(tiny_model("llama"), {"plugins": ["every_hook"]})) == 1
+    assert trainer_callbacks(tiny_model("llama"), {"plugins": []}) == []
+
+
+def test_enabling_an_unknown_plugin_is_an_error():
+    with pytest.raises(ValueError, match="not loaded"):
+        prepare_model(tiny_model("llama"), {"plugins": ["no_such_plugin"]})
+
+
+def test_run_arguments_default_to_embedded_model():
+    from hfself.data import DEFAULT_MODEL
+
+    assert RunArguments().model_name_or_path == DEFAULT_MODEL
