@@ -15,12 +15,13 @@ def _cmd_plugins(args) -> int:
 
 
 def _cmd_arch(args) -> int:
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from hfself.arch import inspect_model
 
     config = AutoConfig.from_pretrained(args.model)
-    with __import__("torch").device("meta"):
+    with torch.device("meta"):  # shapes only, no memory
         model = AutoModelForCausalLM.from_config(config)
     info = inspect_model(model)
     print(json.dumps({

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import types
-import warnings
 from pathlib import Path
 
 import pytest

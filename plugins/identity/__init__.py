@@ -27,12 +27,13 @@ def hfself_register_models(register):
 
 @hookimpl
 def hfself_register_callbacks(register):
-    register("introspection", lambda run_config, **kw: IntrospectionCallback(_introspection_args(run_config)))
+    register("introspection", lambda run_config, **kw: _introspection_callback(run_config))
 
 
-def _introspection_args(run_config: dict) -> IntrospectionArguments:
+def _introspection_callback(run_config: dict) -> IntrospectionCallback:
     fields = IntrospectionArguments.__dataclass_fields__
-    return IntrospectionArguments(**{k: run_config[k] for k in fields if k in run_config})
+    args = IntrospectionArguments(**{k: run_config[k] for k in fields if k in run_config})
+    return IntrospectionCallback(args, main_lr=run_config.get("learning_rate"))
 
 
 @hookimpl
@@ -49,4 +50,4 @@ def hfself_trainer_callbacks(model, run_config):
         return []
     if run_config.get("identity_update_interval", 1) <= 0:
         return []
-    return [IntrospectionCallback(_introspection_args(run_config), main_lr=run_config.get("learning_rate"))]
+    return [_introspection_callback(run_config)]

@@ -29,12 +29,12 @@ from .block import IdentityBlock
 class _Target:
     """One projection: which bias entries go to which of its outputs."""
 
-    def __init__(self, module: nn.Module, out_features: int, src: torch.Tensor, dst: torch.Tensor | None):
+    def __init__(self, module: nn.Module, out_features: int, row: int, src: torch.Tensor, dst: torch.Tensor | None):
         self.module = module
         self.out_features = out_features
-        self.src = src  # positions in the layer's [q_bias | k_bias] vector
+        self.row = row  # row of the block's (L, q_width + k_width) bias matrix
+        self.src = src  # positions in that row
         self.dst = dst  # positions in the projection output; None: the whole output, in order
-        self.row = 0  # row of the block's (L, W) bias matrix
 
 
 class IdentityInjector:
@@ -58,9 +58,7 @@ class IdentityInjector:
                     continue
                 src, dst = torch.cat(src), torch.cat(dst)
                 whole = len(dst) == t.out_features and torch.equal(dst, torch.arange(t.out_features))
-                target = _Target(t.module, t.out_features, src, None if whole else dst)
-                target.row = row
-                self.targets.append(target)
+                self.targets.append(_Target(t.module, t.out_features, row, src, None if whole else dst))
         self._handles: list = []
         self._deltas: list[torch.Tensor] | None = None
         self._cache_key = None
@@ -132,17 +130,14 @@ class IdentityInjector:
     @contextmanager
     def folded(self):
         """Fold the current biases into the projections' bias parameters (no_grad inference)."""
-        if self._folded or not self._handles:
-            yield
-            return
-        deltas = self.current_deltas() if not torch.is_grad_enabled() else [d.detach() for d in self.compute_deltas()]
-        saved = []
         foldable = all(isinstance(projection_base_layer(t.module), (nn.Linear, Conv1D)) for t in self.targets)
-        if not foldable:
+        if self._folded or not self._handles or not foldable:  # e.g. quantized layers keep the hooks
             yield
             return
+        saved = []
         try:
             with torch.no_grad():
+                deltas = self.current_deltas()
                 for t, delta in zip(self.targets, deltas):
                     base = projection_base_layer(t.module)
                     saved.append((base, base.bias))
