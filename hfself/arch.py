@@ -200,12 +200,17 @@ class ArchInfo:
 # --------------------------------------------------------------------------- inspection
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    """True for peft wrappers (PeftModel and its task subclasses)."""
+    return type(model).__module__.startswith("peft.")
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The transformers causal LM inside hfself and peft wrappers."""
     for _ in range(8):
         if getattr(model, "_hfself_wrapper", False):  # IdentityForCausalLM & co. keep the LM in .lm
             model = model.lm
-        elif type(model).__module__.startswith("peft.") and hasattr(model, "get_base_model"):
+        elif is_peft_model(model) and hasattr(model, "get_base_model"):
             model = model.get_base_model()
         else:
             return model

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from hfself import persist
-from hfself.arch import inspect_model, unwrap_model
+from hfself.arch import inspect_model, is_peft_model, unwrap_model
 from hfself.plugins import registry
 
 from .config import IdentityConfig
@@ -22,10 +22,6 @@ FULL_WEIGHTS = "model.safetensors"
 STATE_FILE = "identity_state.json"
 ADAPTER_DIR = "adapter"
 _UNSET = object()
-
-
-def _is_peft(model: nn.Module) -> bool:
-    return type(model).__module__.startswith("peft.")
 
 
 class PersonaMismatchError(ValueError):
@@ -185,7 +181,7 @@ class IdentityForCausalLM(PreTrainedModel):
             persist.save_tensors(out / FULL_WEIGHTS, _dedupe_shared(weights), metadata={"format": "pt"})
         if self.identity_block is not None:
             persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(), metadata={"format": "pt"})
-        if _is_peft(self.lm):
+        if is_peft_model(self.lm):
             self.lm.save_pretrained(out / ADAPTER_DIR)
         self.config.base_included = bool(save_base)
         self.config.weights_scope = scope
@@ -269,7 +265,7 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
             else:
                 raise ValueError(f"{path}: the persona names no base model; pass base_model=...")
         _check_base(config, base_model, path)
-        if (path / ADAPTER_DIR).is_dir() and not _is_peft(base_model):
+        if (path / ADAPTER_DIR).is_dir() and not is_peft_model(base_model):
             from peft import PeftModel
 
             base_model = PeftModel.from_pretrained(base_model, path / ADAPTER_DIR)
