@@ -110,3 +110,18 @@ def text_dataset(run_args, split_seed: int = 0):
     if run_args.max_train_samples:
         ds = ds.shuffle(seed=split_seed).select(range(min(run_args.max_train_samples, len(ds))))
     return ds
+
+
+def checkpoint_to_restore(args, state, marker: str) -> Path | None:
+    """The checkpoint a resumed Trainer run started from, if it holds ``marker``.
+
+    Callbacks that keep their own state call this from ``on_train_begin``:
+    ``resume_from_checkpoint`` when given as a path, else
+    ``<output_dir>/checkpoint-<global_step>`` (``resume_from_checkpoint=True``).
+    """
+    if state.global_step == 0:
+        return None
+    for checkpoint in (args.resume_from_checkpoint, Path(args.output_dir) / f"checkpoint-{state.global_step}"):
+        if checkpoint and isinstance(checkpoint, (str, Path)) and (Path(checkpoint) / marker).exists():
+            return Path(checkpoint)
+    return None

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
+from hfself.train import checkpoint_to_restore
 
 CALLBACK_STATE = "introspection_state.safetensors"
 CALLBACK_META = "introspection_state.json"
@@ -129,12 +130,9 @@ class IntrospectionCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self._ensure_optimizer(model, args)
-        if state.global_step == 0:
-            return
-        for checkpoint in (args.resume_from_checkpoint, Path(args.output_dir) / f"checkpoint-{state.global_step}"):
-            if checkpoint and isinstance(checkpoint, (str, Path)) and (Path(checkpoint) / CALLBACK_META).exists():
-                self.load_state(Path(checkpoint))
-                return
+        checkpoint = checkpoint_to_restore(args, state, CALLBACK_META)
+        if checkpoint is not None:
+            self.load_state(checkpoint)
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         interval = self.args.identity_update_interval
