@@ -15,6 +15,12 @@ _LAZY = {
     "IdentityForCausalLM": ("hfself_plugins.identity", "IdentityForCausalLM"),
     "IdentityBlock": ("hfself_plugins.identity", "IdentityBlock"),
     "IntrospectionCallback": ("hfself_plugins.identity", "IntrospectionCallback"),
+    "TemporalLoraConfig": ("hfself_plugins.temporal", "TemporalLoraConfig"),
+    "TemporalLoraForCausalLM": ("hfself_plugins.temporal", "TemporalLoraForCausalLM"),
+    "Apollo": ("hfself_plugins.optim", "Apollo"),
+    "QOnlyTraining": ("hfself_plugins.attention", "QOnlyTraining"),
+    "DreamCallback": ("hfself_plugins.attention", "DreamCallback"),
+    "AttentionProbe": ("hfself_plugins.attention", "AttentionProbe"),
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

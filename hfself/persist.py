@@ -139,3 +139,25 @@ def load_legacy_pt(path: PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError / RuntimeError variants
         raise StateFileError(f"legacy file {path} could not be read safely ({err})") from err
+
+
+def dedupe_shared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop second names of tied tensors (safetensors refuses shared storage)."""
+    seen, out = set(), {}
+    for name, tensor in state_dict.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor
+    return out
+
+
+def resolve_dir(name_or_path: PathLike, revision: str | None = None, token: str | None = None) -> Path:
+    """A local directory as is, or a Hub repo id downloaded (snapshot) to the local cache."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path), revision=revision, token=token))

@@ -125,3 +125,19 @@ def checkpoint_to_restore(args, state, marker: str) -> Path | None:
         if checkpoint and isinstance(checkpoint, (str, Path)) and (Path(checkpoint) / marker).exists():
             return Path(checkpoint)
     return None
+
+
+def warm_up(model, tokenizer, dataset, sft_args, steps: int, learning_rate: float, subdir: str = "warmup") -> None:
+    """Train every weight of ``model`` for ``steps`` on ``dataset`` (a ``text`` column), nothing saved.
+
+    Recipes use it on a random-init model (the embedded default) to stand in
+    for pretraining, so that a frozen-backbone method has a backbone worth freezing.
+    """
+    import dataclasses
+
+    from trl import SFTTrainer
+
+    args = dataclasses.replace(sft_args, output_dir=str(Path(sft_args.output_dir) / subdir), max_steps=steps,
+                               learning_rate=learning_rate, save_strategy="no", resume_from_checkpoint=None,
+                               completion_only_loss=None, push_to_hub=False)
+    SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()

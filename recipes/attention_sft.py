@@ -25,7 +25,6 @@ Stages:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from hfself.args import RunArguments, flat_config, parse_args
-from hfself.train import bind_callbacks, has_weights, load_causal_lm, prepare_model, text_dataset, trainer_kwargs
+from hfself.train import (bind_callbacks, has_weights, load_causal_lm, prepare_model, text_dataset, trainer_kwargs,
+                          warm_up)
 from hfself_plugins.attention import (AttentionArguments, AttentionProbe, DreamArguments, conversation_text,
                                       listening_conversations)
 from hfself_plugins.optim import OptimArguments
@@ -48,7 +48,7 @@ PROBE_SEED = 12345  # held-out conversations: a different seed from the training
 class AttentionSFTArguments:
     listening_examples: int = field(default=2000, metadata={"help": "Training conversations to generate."})
     probe_examples: int = field(default=32, metadata={"help": "Held-out conversations the probe reads."})
-    pretrain_steps: int = field(default=300, metadata={
+    pretrain_steps: int = field(default=150, metadata={
         "help": "Warm-up steps on the corpus for a model without weights (random init); 0 to skip."})
     pretrain_learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of the warm-up."})
 
@@ -65,14 +65,6 @@ def listening_dataset(n: int, seed: int) -> Dataset:
                               "completion": [" " + c[-1]["text"] for c in conversations]})
 
 
-def warm_up(model, tokenizer, run: RunArguments, recipe: AttentionSFTArguments, sft: SFTConfig) -> None:
-    """Train all weights briefly on the corpus (for a random-init model)."""
-    args = dataclasses.replace(sft, output_dir=str(Path(sft.output_dir) / "warmup"), max_steps=recipe.pretrain_steps,
-                               learning_rate=recipe.pretrain_learning_rate, save_strategy="no",
-                               resume_from_checkpoint=None, completion_only_loss=None)
-    SFTTrainer(model=model, args=args, train_dataset=text_dataset(run, sft.seed), processing_class=tokenizer).train()
-
-
 def main(argv: list[str] | None = None):
     run, attention, dream, optim, recipe, sft = parse_args(ARGUMENT_CLASSES, argv, config=str(DEFAULT_CONFIG))
     run_config = flat_config(sft, run, attention, dream, optim, recipe)
@@ -86,7 +78,8 @@ def main(argv: list[str] | None = None):
         if sft.resume_from_checkpoint and (out / "before").exists():
             model, tokenizer = load_causal_lm(str(out / "before"), attn_implementation=run.attn_implementation)
         else:
-            warm_up(model, tokenizer, run, recipe, sft)
+            warm_up(model, tokenizer, text_dataset(run, sft.seed), sft, recipe.pretrain_steps,
+                    recipe.pretrain_learning_rate)
             if sft.process_index == 0:
                 model.save_pretrained(out / "before")
                 tokenizer.save_pretrained(out / "before")

@@ -15,16 +15,19 @@ STDLIB_MODULES = ("textwrap.py", "heapq.py", "bisect.py", "string.py", "functool
 
 
 def corpus_text(name: str) -> str:
-    """Text of a bundled corpus ("shakespeare") or the Python standard library ("python")."""
+    """Text of a bundled corpus ("shakespeare"; "neutral": plain everyday sentences written for hfself,
+    one per line) or of the Python standard library ("python")."""
     if name == "shakespeare":
         return (CORPORA_DIR / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    if name == "neutral":
+        return (CORPORA_DIR / "neutral.txt").read_text(encoding="utf-8")
     if name == "python":
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         return "\n\n".join((stdlib / m).read_text(encoding="utf-8") for m in STDLIB_MODULES if (stdlib / m).exists())
     path = Path(name)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python' or a path to a text file")
+    raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python', 'neutral' or a path to a text file")
 
 
 def text_chunks(text: str, chunk_chars: int = 512, max_chunks: int | None = None) -> list[str]:

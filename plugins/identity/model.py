@@ -178,7 +178,7 @@ class IdentityForCausalLM(PreTrainedModel):
         else:
             weights, scope = None, None
         if weights is not None:
-            persist.save_tensors(out / FULL_WEIGHTS, _dedupe_shared(weights), metadata={"format": "pt"})
+            persist.save_tensors(out / FULL_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
         if self.identity_block is not None:
             persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(), metadata={"format": "pt"})
         if is_peft_model(self.lm):
@@ -247,7 +247,7 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
                         base_model: nn.Module | None = None, config: IdentityConfig | None = None,
                         **kwargs) -> "IdentityForCausalLM":
         """Load a persona from a directory or Hub id onto ``base_model`` (or the base its config names)."""
-        path = _resolve(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
+        path = persist.resolve_dir(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
         config = config if isinstance(config, IdentityConfig) else IdentityConfig.from_pretrained(path)
         full_file = path / FULL_WEIGHTS
         # AutoModel moves attn_implementation into the config; pass it on to the base
@@ -295,15 +295,6 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
         return model
 
 
-def _resolve(name_or_path, revision=None, token=None) -> Path:
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(name_or_path), revision=revision, token=token))
-
-
 def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:
     if not config.base_config:
         return
@@ -321,15 +312,3 @@ def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:
 def _is_tied(model: nn.Module, key: str) -> bool:
     return any(word in key for word in ("lm_head", "embed_out")) and (
         getattr(unwrap_model(model).config.get_text_config(), "tie_word_embeddings", False))
-
-
-def _dedupe_shared(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop second names of tied tensors (safetensors refuses shared storage)."""
-    seen, out = set(), {}
-    for name, tensor in state_dict.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
-        if key in seen:
-            continue
-        seen.add(key)
-        out[name] = tensor
-    return out

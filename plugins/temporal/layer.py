@@ -1,0 +1,67 @@
+"""TimeMixer (the router) and TokenMixing (per-token weights applied inside peft's LoRA layers)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TimeMixer(nn.Module):
+    """Per-token routing weights over the domain adapters from a backbone hidden state.
+
+    (B, T, d) → LayerNorm → Linear(d, h) → GELU → Linear(h, E) → softmax(· / temperature) → (B, T, E)
+    """
+
+    def __init__(self, hidden_size: int, num_domains: int, hidden_dim: int = 64, temperature: float = 1.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size)
+        self.net = nn.Sequential(nn.Linear(hidden_size, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, num_domains))
+        self.temperature = temperature
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(hidden.to(self.norm.weight.dtype)))  # (B, T, E)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(hidden) / self.temperature, dim=-1)  # (B, T, E)
+
+
+class TokenMixing:
+    """Hooks that weight each adapter's LoRA path per token.
+
+    peft computes ``result + lora_B[e](lora_A[e](x)) * scaling[e]`` for every
+    active adapter e. LoRA is linear, so multiplying ``lora_A[e]``'s output
+    (B, T, r) by the weight w_e (B, T, 1) gives ``Σ_e w_e · ΔW_e x``: the
+    per-token mixture, in one pass, inside peft's own modules. A pre-hook on
+    the router layer computes the weights from the hidden state entering it
+    (the layers below carry no adapters, so the mixer reads the bare backbone).
+    """
+
+    def __init__(self, lora_layers: list[nn.Module], domains: list[str], router_layer: nn.Module,
+                 compute_weights):
+        self.lora_layers, self.domains, self.router_layer = lora_layers, domains, router_layer
+        self.compute_weights = compute_weights  # (B, T, d) hidden -> (B, T, E) weights
+        self.weights: torch.Tensor | None = None  # (B, T, E) of the running forward
+        self.handles: list = []
+
+    def attach(self) -> None:
+        if self.handles:
+            return
+        self.handles.append(self.router_layer.register_forward_pre_hook(self._route, with_kwargs=True))
+        for layer in self.lora_layers:
+            for index, name in enumerate(self.domains):
+                hook = layer.lora_A[name].register_forward_hook(
+                    lambda module, args, out, i=index: out * self.weights[..., i:i + 1].to(out.dtype))
+                self.handles.append(hook)
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    @property
+    def attached(self) -> bool:
+        return bool(self.handles)
+
+    def _route(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
+        self.weights = self.compute_weights(hidden)

@@ -1,0 +1,355 @@
+"""TemporalLoraForCausalLM: a frozen backbone, one LoRA adapter per domain, a time mixer routing per token."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from hfself import persist
+from hfself.arch import inspect_model, is_peft_model, unwrap_model
+
+from .config import TemporalLoraConfig
+from .layer import TimeMixer, TokenMixing
+
+ADAPTER_DIR = "adapters"
+MIXER_WEIGHTS = "mixer.safetensors"
+BASE_WEIGHTS = "backbone.safetensors"
+TRAINABLE_WEIGHTS = "model.safetensors"  # adapters + mixer under this model's own keys: what Trainer resumes from
+
+
+class TemporalLoraForCausalLM(PreTrainedModel):
+    """Frozen backbone ("eternity") + one LoRA adapter per domain ("epoch") + a per-token time mixer.
+
+        model = TemporalLoraForCausalLM.from_base(backbone, TemporalLoraConfig(domains=["shakespeare", "python"]))
+        with model.only_domain("python"): ...          # train or run one adapter (one-hot weights)
+        out = model(input_ids)                          # routed: out.routing_weights is (B, T, E)
+        model.save_pretrained("temporal")               # config, peft adapters, mixer, model card
+        model = TemporalLoraForCausalLM.from_pretrained("temporal")
+
+    One forward pass: the mixer reads the residual stream entering
+    ``router_layer`` and the adapters sit on that layer and those after it, so
+    the KV cache works and cached generation equals uncached. The backbone
+    never trains; ``adapters_disabled()`` gives the bare backbone.
+    """
+
+    config_class = TemporalLoraConfig
+    base_model_prefix = "lm"
+    main_input_name = "input_ids"
+    _hfself_wrapper = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: TemporalLoraConfig, base_model: nn.Module):
+        super().__init__(config)
+        from peft import LoraConfig, get_peft_model
+
+        if not config.domains:
+            raise ValueError("TemporalLoraConfig needs at least one domain")
+        if is_peft_model(base_model):
+            raise ValueError("pass the plain backbone; TemporalLoraForCausalLM adds its own LoRA adapters")
+        arch = inspect_model(base_model)
+        if config.router_layer is None:
+            config.router_layer = max(1, arch.num_layers // 4)
+        if config.router_layer >= arch.num_layers:
+            raise ValueError(f"router_layer {config.router_layer} must be below the {arch.num_layers} decoder layers")
+        base_model.requires_grad_(False)
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=config.target_modules or _default_targets(base_model, arch),
+                          task_type="CAUSAL_LM",
+                          layers_to_transform=list(range(config.router_layer, arch.num_layers)))
+        peft_model = get_peft_model(base_model, lora, adapter_name=config.domains[0])
+        for name in config.domains[1:]:
+            peft_model.add_adapter(name, lora)
+        peft_model.base_model.set_adapter(list(config.domains))  # every adapter active; the hooks weight them
+        self.lm = peft_model
+        self.arch = arch
+        self.mixer = TimeMixer(arch.hidden_size, len(config.domains), config.router_hidden_dim,
+                               config.router_temperature).to(next(base_model.parameters()).device)
+        from peft.tuners.lora import LoraLayer
+
+        lora_layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+        self.mixing = TokenMixing(lora_layers, list(config.domains), arch.layers[config.router_layer].layer,
+                                  self._weights_for)
+        self.mixing.attach()
+        self._forced: torch.Tensor | None = None  # (E,) one-hot or fixed weights, else None (routed)
+        self.set_trainable("adapters")
+
+    @classmethod
+    def from_base(cls, base_model: nn.Module, config: TemporalLoraConfig | None = None,
+                  **kwargs) -> "TemporalLoraForCausalLM":
+        """Put fresh adapters and a fresh mixer on ``base_model`` (any supported causal LM)."""
+        config = config or TemporalLoraConfig(**kwargs)
+        config.base_model_name_or_path = config.base_model_name_or_path or base_model.config.name_or_path or None
+        config.base_config = base_model.config.to_dict()
+        return cls(config, base_model)
+
+    # ------------------------------------------------------------------ routing
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.config.domains)
+
+    def _weights_for(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self._forced is not None:
+            return self._forced.to(hidden.device, hidden.dtype).expand(*hidden.shape[:2], -1)  # (B, T, E)
+        return self.mixer(hidden).to(hidden.dtype)  # (B, T, E)
+
+    @contextmanager
+    def fixed_weights(self, weights):
+        """Run with the same adapter weights (E,) on every token instead of the mixer's."""
+        previous = self._forced
+        self._forced = torch.as_tensor(weights, dtype=torch.float32)
+        try:
+            yield self
+        finally:
+            self._forced = previous
+
+    @contextmanager
+    def only_domain(self, name: str):
+        """One adapter alone (one-hot weights), e.g. to train or evaluate it."""
+        if name not in self.domains:
+            raise ValueError(f"unknown domain {name!r}; this model has {self.domains}")
+        with self.fixed_weights(F.one_hot(torch.tensor(self.domains.index(name)), len(self.domains)).float()):
+            yield self
+
+    @contextmanager
+    def adapters_disabled(self):
+        """The bare backbone: peft's adapters off and the routing hooks removed."""
+        self.mixing.detach()
+        try:
+            with self.lm.disable_adapter():
+                yield self.lm
+        finally:
+            self.mixing.attach()
+
+    def set_trainable(self, what: str) -> None:
+        """``"adapters"`` (all), a domain name (that adapter only), ``"mixer"`` or ``"none"``; the backbone never."""
+        for name, param in self.lm.named_parameters():
+            adapter = next((d for d in self.domains if f".{d}." in name), None) if "lora_" in name else None
+            param.requires_grad_(adapter is not None and what in ("adapters", adapter))
+        self.mixer.requires_grad_(what == "mixer")
+
+    # ------------------------------------------------------------------ forwarding
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The backbone without its LM head, as ``PreTrainedModel.base_model`` means elsewhere."""
+        return unwrap_model(self.lm).base_model
+
+    def __getattr__(self, name: str):  # generation_config and the like come from the backbone
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "lm" or "lm" not in self.__dict__.get("_modules", {}):
+                raise
+            return getattr(self._modules["lm"], name)
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, domain_labels=None, neutral=None,
+                **kwargs):
+        """The routed LM; with ``domain_labels`` (B,) the loss is the mixer's calibration loss instead.
+
+        The output carries ``routing_weights`` (B, T, E) for the positions just computed.
+        """
+        if domain_labels is not None:
+            return self.calibration_loss(input_ids, attention_mask, domain_labels, neutral)
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        out["routing_weights"] = self.mixing.weights
+        return out
+
+    def routing(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token routing weights (B, T, E) for a text, from one forward of the bare backbone up to the mixer."""
+        hidden = self.router_hidden_states(input_ids, attention_mask)
+        return self.mixer(hidden)
+
+    def router_hidden_states(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """The residual stream entering ``router_layer`` (B, T, d); later layers are not run."""
+        captured = {}
+
+        def grab(module, args, kwargs):
+            captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+            raise _StopForward
+
+        handle = self.arch.layers[self.config.router_layer].layer.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.no_grad(), self.lm.disable_adapter():
+                self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured["hidden"].detach()
+
+    def calibration_loss(self, input_ids, attention_mask, domain_labels, neutral=None) -> CausalLMOutputWithPast:
+        """Class-balanced cross-entropy of every token's routing toward its text's domain, plus, on texts
+        flagged ``neutral``, the mean KL divergence of each token's routing from uniform (no adapter favored)."""
+        hidden = self.router_hidden_states(input_ids, attention_mask)
+        logits = self.mixer.logits(hidden) / self.mixer.temperature  # (B, T, E)
+        mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        neutral = neutral.bool() if neutral is not None else torch.zeros_like(domain_labels, dtype=torch.bool)
+        labels = domain_labels[:, None].expand_as(input_ids)  # (B, T)
+        token_mask = mask & ~neutral[:, None]
+        loss = logits.new_zeros(())
+        present = [e for e in range(len(self.domains)) if (token_mask & (labels == e)).any()]
+        for e in present:  # each domain counts the same, however many tokens it has in the batch
+            m = token_mask & (labels == e)
+            loss = loss + F.cross_entropy(logits[m], labels[m]) / len(present)
+        if neutral.any():
+            log_probs = logits.log_softmax(-1)[mask & neutral[:, None]]  # (N, E)
+            uniform = torch.full_like(log_probs, 1.0 / len(self.domains))
+            loss = loss + F.kl_div(log_probs, uniform, reduction="batchmean")  # KL(uniform ‖ p), per token
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def generate(self, *args, return_routing: bool = False, **kwargs):
+        """The backbone's ``generate`` with per-token routing; ``return_routing=True`` also returns the
+        weights of every position processed, (B, T_prompt + T_new - 1, E), in order."""
+        if not return_routing:
+            return self.lm.generate(*args, **kwargs)
+        trace = []
+        handle = self.arch.layers[self.config.router_layer].layer.register_forward_hook(
+            lambda *a: trace.append(self.mixing.weights.detach()))
+        try:
+            sequences = self.lm.generate(*args, **kwargs)
+        finally:
+            handle.remove()
+        return sequences, torch.cat(trace, dim=1)
+
+    def get_input_embeddings(self):
+        return self.lm.get_input_embeddings()
+
+    def get_output_embeddings(self):
+        return self.lm.get_output_embeddings()
+
+    def gradient_checkpointing_enable(self, *args, **kwargs):
+        self.lm.gradient_checkpointing_enable(*args, **kwargs)
+
+    def gradient_checkpointing_disable(self):
+        self.lm.gradient_checkpointing_disable()
+
+    def _init_weights(self, module):  # the backbone is initialized; peft and the mixer initialize themselves
+        pass
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool | None = None,
+                        is_main_process: bool = True, state_dict=None, push_to_hub: bool = False, **kwargs) -> None:
+        """Write config.json, adapters/ (peft, one folder per domain), mixer.safetensors, model.safetensors
+        (adapters + mixer, for Trainer's resume) and a model card; backbone.safetensors too when
+        ``save_base`` (default: the config's ``base_included``)."""
+        if not is_main_process:
+            return
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_base = self.config.base_included if save_base is None else save_base
+        self.config.base_included = bool(save_base)
+        self.config.save_pretrained(out)
+        self.lm.save_pretrained(out / ADAPTER_DIR)
+        persist.save_tensors(out / MIXER_WEIGHTS, dict(self.mixer.state_dict()))
+        trainable = {k: v for k, v in self.state_dict().items() if "lora_" in k or k.startswith("mixer.")}
+        persist.save_tensors(out / TRAINABLE_WEIGHTS, trainable, metadata={"format": "pt"})
+        if save_base:
+            with self.adapters_disabled():
+                weights = {k: v for k, v in unwrap_model(self.lm).state_dict().items() if "lora_" not in k}
+            weights = {k.replace(".base_layer.", "."): v for k, v in weights.items()}
+            persist.save_tensors(out / BASE_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
+        persist.atomic_write_bytes(out / "README.md", self.model_card().encode())
+
+    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload hfself temporal LoRA",
+                    private: bool | None = None, token: str | None = None, **kwargs) -> str:
+        """Save to a temporary directory and upload it to ``repo_id`` on the Hub."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+        return getattr(info, "commit_url", str(info))
+
+    def model_card(self) -> str:
+        cfg = self.config
+        base = cfg.base_model_name_or_path
+        hub_base = base if base and not os.path.isabs(base) and not Path(base).exists() else None
+        meta = ["---", "library_name: hfself", "tags:", "- hfself", "- temporal-lora", "- lora"]
+        meta += [f"base_model: {hub_base}"] if hub_base else []
+        return "\n".join(meta + ["---", ""]) + f"""
+# hfself temporal LoRA
+
+A frozen backbone with one LoRA adapter per domain and a time mixer that routes every token
+([hfself](https://github.com/hfself/hfself)).
+
+- base model: `{base}` (weights included: {bool(cfg.base_included)})
+- domains (router order): {", ".join(f"`{d}`" for d in cfg.domains)}
+- LoRA: r={cfg.lora_r}, alpha={cfg.lora_alpha}, on layers {cfg.router_layer}+; the mixer reads the residual stream
+  entering layer {cfg.router_layer}
+
+```python
+from hfself import TemporalLoraForCausalLM
+model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")
+```
+"""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, base_model: nn.Module | None = None,
+                        config: TemporalLoraConfig | None = None, **kwargs) -> "TemporalLoraForCausalLM":
+        """Load from a directory or Hub id, onto ``base_model`` or the backbone the config names."""
+        path = persist.resolve_dir(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
+        config = config if isinstance(config, TemporalLoraConfig) else TemporalLoraConfig.from_pretrained(path)
+        attn = kwargs.get("attn_implementation") or getattr(config, "_attn_implementation_internal", None)
+        attn_kw = {"attn_implementation": attn} if attn else {}
+        if base_model is None:
+            if config.base_included:
+                base_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.base_config), **attn_kw)
+                weights = persist.load_tensors(path / BASE_WEIGHTS)
+                missing, unexpected = base_model.load_state_dict(weights, strict=False)
+                missing = [k for k in missing if "lm_head" not in k and "embed_out" not in k]
+                if missing or unexpected:
+                    raise persist.StateFileError(f"{path / BASE_WEIGHTS}: missing {missing[:5]}, "
+                                                 f"unexpected {unexpected[:5]}")
+                base_model.tie_weights()
+            elif config.base_model_name_or_path:
+                from hfself.train import load_causal_lm
+
+                base_model, _ = load_causal_lm(config.base_model_name_or_path, attn_implementation=attn)
+            else:
+                raise ValueError(f"{path}: the config names no backbone; pass base_model=...")
+        model = cls(config, base_model)
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        for name in config.domains:
+            folder = path / ADAPTER_DIR if name == "default" else path / ADAPTER_DIR / name  # peft's layout
+            result = set_peft_model_state_dict(model.lm, load_peft_weights(str(folder), device="cpu"),
+                                               adapter_name=name)
+            if result.unexpected_keys:
+                raise persist.StateFileError(f"{folder}: unexpected adapter keys {result.unexpected_keys[:5]}")
+        expected = {k: tuple(v.shape) for k, v in model.mixer.state_dict().items()}
+        model.mixer.load_state_dict(persist.load_tensors(path / MIXER_WEIGHTS, expected=expected))
+        model.mixer.to(next(base_model.parameters()).device)
+        return model.eval()
+
+
+def _default_targets(base_model: nn.Module, arch) -> list[str] | None:
+    """peft's default LoRA targets for the model type, else the Q/K projections hfself.arch found."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    if base_model.config.model_type in PEFT_DEFAULTS:
+        return None
+    names = {n.rsplit(".", 1)[-1] for n, m in base_model.named_modules()
+             if any(m is t.module for t in arch.layers[0].targets)}
+    return sorted(names)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once the router's input is captured."""
