@@ -307,23 +307,8 @@ model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")
         path = persist.resolve_dir(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
         config = config if isinstance(config, TemporalLoraConfig) else TemporalLoraConfig.from_pretrained(path)
         attn = kwargs.get("attn_implementation") or getattr(config, "_attn_implementation_internal", None)
-        attn_kw = {"attn_implementation": attn} if attn else {}
         if base_model is None:
-            if config.base_included:
-                base_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.base_config), **attn_kw)
-                weights = persist.load_tensors(path / BASE_WEIGHTS)
-                missing, unexpected = base_model.load_state_dict(weights, strict=False)
-                missing = [k for k in missing if "lm_head" not in k and "embed_out" not in k]
-                if missing or unexpected:
-                    raise persist.StateFileError(f"{path / BASE_WEIGHTS}: missing {missing[:5]}, "
-                                                 f"unexpected {unexpected[:5]}")
-                base_model.tie_weights()
-            elif config.base_model_name_or_path:
-                from hfself.train import load_causal_lm
-
-                base_model, _ = load_causal_lm(config.base_model_name_or_path, attn_implementation=attn)
-            else:
-                raise ValueError(f"{path}: the config names no backbone; pass base_model=...")
+            base_model = load_backbone(path, config, attn)
         model = cls(config, base_model)
         from peft import set_peft_model_state_dict
         from peft.utils import load_peft_weights
@@ -338,6 +323,25 @@ model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")
         model.mixer.load_state_dict(persist.load_tensors(path / MIXER_WEIGHTS, expected=expected))
         model.mixer.to(next(base_model.parameters()).device)
         return model.eval()
+
+
+def load_backbone(path: Path, config: TemporalLoraConfig, attn_implementation: str | None = None) -> nn.Module:
+    """The plain backbone of a saved model: its own weights when included, else the model it names."""
+    if config.base_included:
+        attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        base_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.base_config), **attn)
+        weights = persist.load_tensors(path / BASE_WEIGHTS)
+        missing, unexpected = base_model.load_state_dict(weights, strict=False)
+        missing = [k for k in missing if "lm_head" not in k and "embed_out" not in k]
+        if missing or unexpected:
+            raise persist.StateFileError(f"{path / BASE_WEIGHTS}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        base_model.tie_weights()
+        return base_model
+    if config.base_model_name_or_path:
+        from hfself.train import load_causal_lm
+
+        return load_causal_lm(config.base_model_name_or_path, attn_implementation=attn_implementation)[0]
+    raise ValueError(f"{path}: the config names no backbone; pass base_model=...")
 
 
 def _default_targets(base_model: nn.Module, arch) -> list[str] | None:
