@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from hfself import persist
+from hfself.plotting import pyplot
 from hfself.arch import unwrap_model
 
 QUERY_LABEL = "response"
@@ -148,11 +149,7 @@ def compare(before: dict, after: dict) -> dict:
 
 def plot_span(before: dict, after: dict, span: str, path: Path) -> None:
     """Three heatmaps (layer x head): before, after, after - before."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     b, a = torch.tensor(before["mass"][span]), torch.tensor(after["mass"][span])
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     vmax = max(b.max().item(), a.max().item())

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hfself import persist
+from hfself.plotting import pyplot
 
 from . import measures
 from .config import EvalArguments
@@ -110,17 +111,8 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_drift(curve: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     steps = [d["step"] if d["step"] is not None else i for i, d in enumerate(curve)]
     ax.plot(steps, [d["lm"] for d in curve], "o-", label="LM hidden states")
@@ -133,7 +125,7 @@ def _plot_drift(curve: list[dict], path: Path) -> None:
 
 
 def _plot_persistence(p: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     names = [c["name"] for c in p["per_challenge"]]
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.9), 3.5))
     x = range(len(names))

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
 from hfself.plugins import registry
+from hfself.wrapper import LMWrapper
 
 from .config import IdentityConfig
 from .layer import IdentityInjector
@@ -35,7 +36,7 @@ def identity_block_class(name: str):
     return blocks[name]
 
 
-class IdentityForCausalLM(PreTrainedModel):
+class IdentityForCausalLM(LMWrapper):
     """A causal LM whose attention reads every token through a learned identity.
 
     Build from any causal LM (plain or with a peft LoRA)::
@@ -50,14 +51,9 @@ class IdentityForCausalLM(PreTrainedModel):
     """
 
     config_class = IdentityConfig
-    base_model_prefix = "lm"
-    main_input_name = "input_ids"
-    _hfself_wrapper = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
     _supports_flex_attn = True
-    _supports_attention_backend = True
-    supports_gradient_checkpointing = True
+    hub_commit_message = "Upload hfself persona"
+    hub_save_kwargs = {"save_base": False}  # a pushed persona holds the identity, not the base, unless asked
 
     def __init__(self, config: IdentityConfig, base_model: nn.Module):
         super().__init__(config)
@@ -106,19 +102,6 @@ class IdentityForCausalLM(PreTrainedModel):
 
     # ------------------------------------------------------------------ forwarding
 
-    @property
-    def base_model(self) -> nn.Module:
-        """The base LM's backbone (no LM head), as ``PreTrainedModel.base_model`` means elsewhere."""
-        return unwrap_model(self.lm).base_model
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "lm" or "lm" not in self.__dict__.get("_modules", {}):
-                raise
-            return getattr(self._modules["lm"], name)
-
     def forward(self, *args, **kwargs):
         return self.lm(*args, **kwargs)
 
@@ -129,24 +112,6 @@ class IdentityForCausalLM(PreTrainedModel):
             return self.lm.generate(*args, **kwargs)
         with self.injector.folded():
             return self.lm.generate(*args, **kwargs)
-
-    def get_input_embeddings(self):
-        return self.lm.get_input_embeddings()
-
-    def get_output_embeddings(self):
-        return self.lm.get_output_embeddings()
-
-    def gradient_checkpointing_enable(self, *args, **kwargs):
-        self.lm.gradient_checkpointing_enable(*args, **kwargs)
-
-    def gradient_checkpointing_disable(self):
-        self.lm.gradient_checkpointing_disable()
-
-    def activation_checkpointing_enable(self, *args, **kwargs):
-        self.lm.activation_checkpointing_enable(*args, **kwargs)
-
-    def _init_weights(self, module):  # the base is already initialized; the block initializes itself
-        pass
 
     # ------------------------------------------------------------------ saving
 
@@ -191,20 +156,6 @@ class IdentityForCausalLM(PreTrainedModel):
         persist.atomic_write_bytes(out / "README.md", self.model_card().encode("utf-8"))
         if push_to_hub:
             self.push_to_hub(kwargs.get("repo_id") or out.name, token=kwargs.get("token"), save_base=save_base)
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload hfself persona", private: bool | None = None,
-                    token: str | None = None, save_base: bool = False, **kwargs) -> str:
-        """Save the persona to a temporary directory and upload it to ``repo_id`` on the Hub."""
-        import tempfile
-
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, save_base=save_base)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
-        return getattr(info, "commit_url", str(info))
 
     def model_card(self) -> str:
         base = self.config.base_model_name_or_path

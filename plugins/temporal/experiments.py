@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hfself import persist
+from hfself.plotting import pyplot
 from hfself.data import corpus_text
 
 from . import metrics
@@ -148,7 +149,7 @@ def fatigue(model, tokenizer, corpora: tuple[str, str], lengths=(16, 32, 64, 128
 
 def plot_routing(tokens: list[str], weights: torch.Tensor, domains: list[str], path: str | Path) -> None:
     """Stacked per-token routing weights over a text."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, len(tokens) * 0.18), 3))
     ax.stackplot(range(len(tokens)), weights.T.numpy(), labels=domains, alpha=0.8)
     if len(tokens) <= 120:
@@ -170,17 +171,8 @@ def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.2f}"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_hysteresis(example: dict, segment: int, corpora, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
     for ax, key, middle in ((axes[0], "aba", corpora[1]), (axes[1], "amixa", "mix")):
         ax.plot(example[key][:, 0].numpy(), label=f"w[{corpora[0]}]")
@@ -196,7 +188,7 @@ def _plot_hysteresis(example: dict, segment: int, corpora, path: Path) -> None:
 
 
 def _plot_fatigue(result: dict, curves: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for length, curve in curves.items():
         axes[0].plot(curve, label=f"B = {length}")

@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
+from hfself.wrapper import LMWrapper
 
 from .config import TemporalLoraConfig
 from .layer import TimeMixer, TokenMixing
@@ -24,7 +25,7 @@ BASE_WEIGHTS = "backbone.safetensors"
 TRAINABLE_WEIGHTS = "model.safetensors"  # adapters + mixer under this model's own keys: what Trainer resumes from
 
 
-class TemporalLoraForCausalLM(PreTrainedModel):
+class TemporalLoraForCausalLM(LMWrapper):
     """Frozen backbone ("eternity") + one LoRA adapter per domain ("epoch") + a per-token time mixer.
 
         model = TemporalLoraForCausalLM.from_base(backbone, TemporalLoraConfig(domains=["shakespeare", "python"]))
@@ -40,13 +41,7 @@ class TemporalLoraForCausalLM(PreTrainedModel):
     """
 
     config_class = TemporalLoraConfig
-    base_model_prefix = "lm"
-    main_input_name = "input_ids"
-    _hfself_wrapper = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_attention_backend = True
-    supports_gradient_checkpointing = True
+    hub_commit_message = "Upload hfself temporal LoRA"
 
     def __init__(self, config: TemporalLoraConfig, base_model: nn.Module):
         super().__init__(config)
@@ -140,19 +135,6 @@ class TemporalLoraForCausalLM(PreTrainedModel):
 
     # ------------------------------------------------------------------ forwarding
 
-    @property
-    def base_model(self) -> nn.Module:
-        """The backbone without its LM head, as ``PreTrainedModel.base_model`` means elsewhere."""
-        return unwrap_model(self.lm).base_model
-
-    def __getattr__(self, name: str):  # generation_config and the like come from the backbone
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "lm" or "lm" not in self.__dict__.get("_modules", {}):
-                raise
-            return getattr(self._modules["lm"], name)
-
     def forward(self, input_ids=None, attention_mask=None, labels=None, domain_labels=None, neutral=None,
                 **kwargs):
         """The routed LM; with ``domain_labels`` (B,) the loss is the mixer's calibration loss instead.
@@ -223,21 +205,6 @@ class TemporalLoraForCausalLM(PreTrainedModel):
             handle.remove()
         return sequences, torch.cat(trace, dim=1)
 
-    def get_input_embeddings(self):
-        return self.lm.get_input_embeddings()
-
-    def get_output_embeddings(self):
-        return self.lm.get_output_embeddings()
-
-    def gradient_checkpointing_enable(self, *args, **kwargs):
-        self.lm.gradient_checkpointing_enable(*args, **kwargs)
-
-    def gradient_checkpointing_disable(self):
-        self.lm.gradient_checkpointing_disable()
-
-    def _init_weights(self, module):  # the backbone is initialized; peft and the mixer initialize themselves
-        pass
-
     # ------------------------------------------------------------------ saving
 
     def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool | None = None,
@@ -262,20 +229,6 @@ class TemporalLoraForCausalLM(PreTrainedModel):
             weights = {k.replace(".base_layer.", "."): v for k, v in weights.items()}
             persist.save_tensors(out / BASE_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
         persist.atomic_write_bytes(out / "README.md", self.model_card().encode())
-
-    def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload hfself temporal LoRA",
-                    private: bool | None = None, token: str | None = None, **kwargs) -> str:
-        """Save to a temporary directory and upload it to ``repo_id`` on the Hub."""
-        import tempfile
-
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
-        return getattr(info, "commit_url", str(info))
 
     def model_card(self) -> str:
         cfg = self.config
