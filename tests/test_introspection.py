@@ -1,13 +1,10 @@
 """The main job: identity SFT with introspection, resume and 2-process DDP."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
-from recipes_path import RECIPES, add_recipes_to_path
+from ddp import run_two_ranks
+from recipes_path import add_recipes_to_path
 
 from hfself import IdentityForCausalLM
 from hfself.persist import load_tensors
@@ -56,16 +53,6 @@ def test_resume_restores_identity_and_introspection(tmp_path):
 
 
 def test_ddp_ranks_identical_after_introspection(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", "29533",
-           str(Path(__file__).parent / "ddp_identity_run.py"), *FAST, "--max_steps", "4", "--use_cpu", "true",
-           "--output_dir", str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (load_tensors(tmp_path / f"rank{k}.safetensors") for k in (0, 1))
-    assert r0.keys() == r1.keys()
-    for k in r0:
-        assert torch.equal(r0[k], r1[k]), k
+    run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path, 29533)
     log = (tmp_path / "introspection.jsonl").read_text().splitlines()
     assert len(log) == 2  # written once (main process), not once per rank

@@ -1,21 +1,16 @@
 """The optim plugin: APOLLO against its definition, the group policy, Trainer resume and 2-process DDP."""
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from datasets import Dataset
-from recipes_path import RECIPES
+from ddp import run_two_ranks
 from tiny_models import sample_ids, tiny_model
 from transformers import Trainer, TrainingArguments, default_data_collator
 
 from hfself import IdentityConfig, IdentityForCausalLM
-from hfself.persist import load_tensors
 from hfself_plugins.optim import Apollo, build_optimizer, classify_parameters
 
 ARGS = SimpleNamespace(learning_rate=3e-3, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
@@ -174,19 +169,10 @@ def test_resume_continues_the_same_loss_curve(tmp_path, name):
 
 def test_ddp_two_ranks_identical_with_apollo_q_only_and_dreams(tmp_path):
     """The attention recipe under `accelerate launch` with 2 CPU processes: APOLLO + q_only + dream loop."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", "29541",
-           str(Path(__file__).parent / "ddp_attention_run.py"), "--max_steps", "4", "--pretrain_steps", "2",
-           "--dream_interval", "2", "--dream_num", "4", "--dream_max_new_tokens", "8", "--dream_min_tokens", "1",
-           "--dream_replay_ratio", "0.5", "--listening_examples", "64", "--probe_examples", "2",
-           "--per_device_train_batch_size", "4", "--max_train_samples", "32", "--max_length", "64",
-           "--save_steps", "100", "--use_cpu", "true", "--output_dir", str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (load_tensors(tmp_path / f"rank{k}.safetensors") for k in (0, 1))
-    assert r0.keys() == r1.keys()
-    for k in r0:
-        assert torch.equal(r0[k], r1[k]), k
+    argv = ["--max_steps", "4", "--pretrain_steps", "2", "--dream_interval", "2", "--dream_num", "4",
+            "--dream_max_new_tokens", "8", "--dream_min_tokens", "1", "--dream_replay_ratio", "0.5",
+            "--listening_examples", "64", "--probe_examples", "2", "--per_device_train_batch_size", "4",
+            "--max_train_samples", "32", "--max_length", "64", "--save_steps", "100", "--output_dir", str(tmp_path)]
+    run_two_ranks("ddp_attention_run.py", argv, tmp_path, 29541)
     assert len((tmp_path / "dreams.jsonl").read_text().splitlines()) == 2  # main process only
     assert (tmp_path / "probe" / "probe.json").exists()

@@ -26,8 +26,11 @@ __all__ = ["AttentionArguments", "AttentionProbe", "DreamArguments", "DreamCallb
 
 @hookimpl
 def hfself_register_callbacks(register):
-    register("dream", lambda run_config, **kw: DreamCallback(DreamArguments.from_run_config(run_config),
-                                                             seed=run_config.get("seed", 0)))
+    register("dream", lambda run_config, **kw: _dream_callback(run_config))
+
+
+def _dream_callback(run_config: dict) -> DreamCallback:
+    return DreamCallback(DreamArguments.from_run_config(run_config), seed=run_config.get("seed", 0))
 
 
 @hookimpl
@@ -45,7 +48,7 @@ def hfself_trainer_callbacks(model, run_config):
     if q_only is not None and q_only.fused:
         callbacks.append(QOnlyCallback(q_only))
     if run_config.get("dream_interval", 0) > 0 and "dream" not in (run_config.get("callbacks") or []):
-        callbacks.append(DreamCallback(DreamArguments.from_run_config(run_config), seed=run_config.get("seed", 0)))
+        callbacks.append(_dream_callback(run_config))
     return callbacks
 
 

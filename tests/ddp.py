@@ -1,0 +1,29 @@
+"""Run a script under `accelerate launch` with 2 CPU processes and compare what each rank wrote."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from recipes_path import RECIPES
+
+from hfself.persist import load_tensors
+
+TESTS = Path(__file__).parent
+
+
+def run_two_ranks(script: str, argv: list[str], rank_dir: Path, port: int) -> dict[str, torch.Tensor]:
+    """Launch ``tests/<script>`` on 2 CPU ranks; assert the rank<k>.safetensors it wrote in ``rank_dir`` are
+    bit-identical and return rank 0's tensors."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(port),
+           str(TESTS / script), *argv, "--use_cpu", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (load_tensors(rank_dir / f"rank{k}.safetensors") for k in (0, 1))
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    return r0
