@@ -7,7 +7,7 @@ HERE = Path(__file__).parent
 # Every built-in plugin is registered through the same entry-point group a
 # third-party package uses. tests/test_plugins.py fails if a folder in
 # plugins/ is missing here.
-BUILTIN_PLUGINS = ["identity", "optim", "attention", "temporal", "evals"]
+BUILTIN_PLUGINS = ["identity", "optim", "attention", "temporal", "evals", "diffusion"]
 
 setup(
     name="hfself",
@@ -22,7 +22,7 @@ setup(
     + [f"hfself_plugins.{p}" for p in BUILTIN_PLUGINS],
     package_dir={"hfself_plugins": "plugins"},
     package_data={"hfself": ["data/default_model/*", "data/corpora/*", "data/prompts/*"],
-                  "hfself_plugins": ["evals/metrics/*/*.py", "evals/data/*"]},
+                  "hfself_plugins": ["evals/metrics/*/*.py", "evals/data/*", "diffusion/metrics/*/*.py"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.6",

@@ -21,7 +21,14 @@ class IdentityBlock(nn.Module):
     identical with or without a KV cache. Context reaches the identity through
     introspection: :meth:`summarize_token_context` of generated self-descriptions
     is what :meth:`introspection_loss` pulls the soul toward.
+
+    Other blocks (``hfself_register_identity_blocks``) subclass this one and
+    override :meth:`latent`, :meth:`introspection_round` and, to see the
+    training batches, ``observes_context`` + :meth:`observe`.
     """
+
+    observes_context = False  # True: the injector feeds every training batch's hidden states to observe()
+    latent_state_keys = ("identity",)  # state that blends by slerp; the rest of the state blends by lerp
 
     def __init__(self, config: IdentityConfig, arch: ArchInfo):
         super().__init__()
@@ -44,9 +51,13 @@ class IdentityBlock(nn.Module):
             torch.randn(len(self.layer_ids), d_model, self.q_width + self.k_width) * config.init_std
         )
 
+    def latent(self) -> torch.Tensor:
+        """(identity_dim,) the identity latent the soul is made from."""
+        return self.identity
+
     def soul(self) -> torch.Tensor:
         """(d_model,) the identity as seen by every layer."""
-        return self.soul_mlp(self.identity)
+        return self.soul_mlp(self.latent())
 
     def qk_biases(self) -> torch.Tensor:
         """(L, q_width + k_width): per conditioned layer, the Q bias then the K bias."""
@@ -60,3 +71,20 @@ class IdentityBlock(nn.Module):
     def introspection_loss(self, summary: torch.Tensor) -> torch.Tensor:
         """1 − cos(soul, summary): how far the soul is from a self-description's summary (d_model,)."""
         return 1.0 - torch.nn.functional.cosine_similarity(self.soul(), summary.to(self.identity.dtype), dim=-1)
+
+    def introspection_round(self, summary: torch.Tensor, optimizer: torch.optim.Optimizer, loss_scale: float = 1.0,
+                            ema: float = 0.0) -> float:
+        """One round: a step of ``optimizer`` on :meth:`introspection_loss`, then an optional EMA on the identity."""
+        previous = self.identity.detach().clone()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_scale * self.introspection_loss(summary)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema > 0:
+            with torch.no_grad():
+                self.identity.mul_(1 - ema).add_(previous, alpha=ema)
+        return loss.item()
+
+    def observe(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+        """Called with each training batch's last hidden states when ``observes_context`` is True."""

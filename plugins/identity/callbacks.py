@@ -87,7 +87,7 @@ class IntrospectionCallback(TrainerCallback):
 
         block = self._block(model)
         optimizer = self._ensure_optimizer(model, train_args)
-        device = block.identity.device
+        device = next(block.parameters()).device
         was_training = model.training
         model.eval()
         prompt = tokenizer(self.args.identity_prompt, return_tensors="pt").to(device)
@@ -107,22 +107,15 @@ class IntrospectionCallback(TrainerCallback):
             hidden = model(input_ids=input_ids, output_hidden_states=True).hidden_states[-1]  # (1, T, d_model)
             summary = block.summarize_token_context(hidden.float(), None)[0]  # (d_model,)
             soul_before = block.soul().detach().clone()
-            identity_before = block.identity.detach().clone()
 
         block.train(was_training)
-        optimizer.zero_grad(set_to_none=True)
-        loss = self.args.identity_loss_scale * block.introspection_loss(summary)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = block.introspection_round(summary, optimizer, self.args.identity_loss_scale, self.args.identity_ema)
         with torch.no_grad():
-            if self.args.identity_ema > 0:
-                block.identity.mul_(1 - self.args.identity_ema).add_(identity_before, alpha=self.args.identity_ema)
             drift = torch.nn.functional.cosine_similarity(soul_before, block.soul(), dim=-1).item()
         model.train(was_training)
         model.last_self_description = text
         self.rounds += 1
-        record = {"step": step, "round": self.rounds, "text": text, "loss": loss.item(), "drift_cosine": drift}
+        record = {"step": step, "round": self.rounds, "text": text, "loss": loss, "drift_cosine": drift}
         self.history.append({k: v for k, v in record.items() if k != "text"})
         return record
 

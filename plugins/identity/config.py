@@ -14,6 +14,8 @@ class IdentityConfig(PretrainedConfig):
         identity_hidden_dim: hidden width of the MLP from identity latent to the d_model "soul".
         identity_dropout: dropout inside that MLP.
         block: Identity Block type, as registered through ``hfself_register_identity_blocks``.
+        block_config: options of that block type (e.g. the diffusion block's sampler and steps);
+            the block checks the keys.
         layers: indices of the decoder layers to condition (``None``: all).
         inject_q: add the identity bias to the queries (re-weights keys: b·k).
         inject_k: add the identity bias to the keys (only matters through RoPE, see docs).
@@ -32,6 +34,7 @@ class IdentityConfig(PretrainedConfig):
         identity_hidden_dim: int = 256,
         identity_dropout: float = 0.0,
         block: str = "mlp",
+        block_config: dict | None = None,
         layers: list[int] | None = None,
         inject_q: bool = True,
         inject_k: bool = True,
@@ -50,6 +53,7 @@ class IdentityConfig(PretrainedConfig):
         self.identity_hidden_dim = identity_hidden_dim
         self.identity_dropout = identity_dropout
         self.block = block
+        self.block_config = dict(block_config or {})
         self.layers = list(layers) if layers is not None else None
         self.inject_q = inject_q
         self.inject_k = inject_k
@@ -65,6 +69,7 @@ class IdentityConfig(PretrainedConfig):
         return self.identity_dim is not None
 
 
+import json  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 
@@ -75,7 +80,10 @@ class IdentityArguments:
     identity_dim: int | None = field(default=64, metadata={"help": "Identity latent size; null turns identity off."})
     identity_hidden_dim: int = field(default=256, metadata={"help": "Hidden width of the identity MLP."})
     identity_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the identity MLP."})
-    identity_block: str = field(default="mlp", metadata={"help": "Identity Block type (mlp, or a registered one)."})
+    identity_block: str = field(default="mlp", metadata={"help": "Identity Block type: mlp, diffusion, or a "
+                                                                     "registered one."})
+    identity_block_config: dict | str | None = field(default=None, metadata={
+        "help": "Options of the block type (a YAML mapping, or JSON on the command line)."})
     identity_layers: list[int] | None = field(default=None, metadata={"help": "Layers to condition (default all)."})
     identity_inject_q: bool = field(default=True, metadata={"help": "Add the identity bias to queries."})
     identity_inject_k: bool = field(default=True, metadata={"help": "Add the identity bias to keys."})
@@ -84,7 +92,11 @@ class IdentityArguments:
     @classmethod
     def config_from(cls, run_config: dict) -> IdentityConfig:
         args = cls(**{k: run_config[k] for k in cls.__dataclass_fields__ if k in run_config})
+        block_config = args.identity_block_config
+        if isinstance(block_config, str):
+            block_config = json.loads(block_config)
         return IdentityConfig(identity_dim=args.identity_dim, identity_hidden_dim=args.identity_hidden_dim,
                               identity_dropout=args.identity_dropout, block=args.identity_block,
+                              block_config=block_config,
                               layers=args.identity_layers, inject_q=args.identity_inject_q,
                               inject_k=args.identity_inject_k, init_std=args.identity_init_std)

@@ -78,7 +78,8 @@ class IdentityInjector:
         return deltas
 
     def _param_key(self):
-        return tuple(p._version for p in self.block.parameters()) + tuple(p.data_ptr() for p in self.block.parameters())
+        state = [*self.block.parameters(), *self.block.buffers()]  # a block's state may live in buffers too
+        return tuple(t._version for t in state) + tuple(t.data_ptr() for t in state)
 
     def current_deltas(self) -> list[torch.Tensor]:
         """Deltas for this forward: one graph per forward under autograd, else cached while the block is unchanged."""
@@ -103,6 +104,8 @@ class IdentityInjector:
         # The backbone runs in every forward, also TRL's fused-LM-head path that skips the *ForCausalLM forward.
         backbone = unwrap_model(self.model).base_model
         self._handles.append(backbone.register_forward_pre_hook(self._start_forward))
+        if self.block.observes_context:
+            self._handles.append(backbone.register_forward_hook(self._observe, with_kwargs=True))
         for i, t in enumerate(self.targets):
             self._handles.append(t.module.register_forward_hook(self._make_hook(i)))
 
@@ -115,6 +118,12 @@ class IdentityInjector:
     def _start_forward(self, module, args):
         if torch.is_grad_enabled():  # a new autograd graph for every training forward
             self._deltas = None
+
+    def _observe(self, module, args, kwargs, output):
+        """Show the block each training batch (a detached side effect; the output is unchanged)."""
+        if torch.is_grad_enabled() and self.block.training:
+            hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state  # (B, T, d_model)
+            self.block.observe(hidden.detach(), kwargs.get("attention_mask"))
 
     def _make_hook(self, i: int):
         def add_identity_bias(module, inputs, output):

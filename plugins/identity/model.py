@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,6 +140,7 @@ class IdentityForCausalLM(LMWrapper):
             weights, scope = (state_dict if from_trainer and state_dict is not None else self.state_dict()), "full"
         elif from_trainer:
             trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            trainable |= {n for n, _ in self.named_buffers() if n.startswith("identity_block.")}  # block state
             weights, scope = {k: v for k, v in self.state_dict().items() if k in trainable}, "trainable"
         else:
             weights, scope = None, None
@@ -175,7 +177,7 @@ identity latent ({cfg.identity_dim}-d) is turned into a {cfg.base_config.get('hi
 projections of {len(cfg.layers) if cfg.layers else 'all'} attention layers of the base model.
 
 - base model: `{base}`
-- identity block: `{cfg.block}`
+- identity block: `{cfg.block}`{f" ({json.dumps(cfg.block_config)})" if cfg.block_config else ""}
 - base weights included: {bool(cfg.base_included)}
 
 ## Last self-description
