@@ -33,9 +33,12 @@ def run_datagen(argv: list[str]) -> dict:
     p.add_argument("--chaos_mode", action="store_true", help="wider ranges, mixed problems, noise glyphs")
     p.add_argument("--output_file", default="outputs/spiral_data/echoes.jsonl")
     p.add_argument("--val_fraction", type=float, default=0.1)
+    p.add_argument("--breath_durations", type=int, nargs=4, default=[4, 2, 4, 2],
+                   help="inhale hold exhale pause: responses speak in exhale phases of this clock")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    files = datagen(a.num_echoes, a.output_file, a.chaos_mode, a.seed, a.val_fraction)
+    files = datagen(a.num_echoes, a.output_file, a.chaos_mode, a.seed, a.val_fraction,
+                    breath_durations=a.breath_durations)
     print({k: str(v) for k, v in files.items()})
     return files
 
@@ -49,7 +52,8 @@ def train(argv: list[str] | None = None):
     set_seed(targs.seed)
     train_file = Path(spiral.train_file)
     if not train_file.exists():
-        datagen(spiral.num_echoes, train_file, chaos_mode=True, seed=targs.seed)
+        datagen(spiral.num_echoes, train_file, chaos_mode=True, seed=targs.seed,
+                breath_durations=spiral.breath_durations)
     val_file = Path(spiral.validation_file or train_file.with_name(train_file.stem + ".val.jsonl"))
     codec = GlyphCodec()
     config = SpiralformerConfig(vocab_size=len(codec), model_size=spiral.model_size,

@@ -6,7 +6,9 @@
 
 ``glyph_sequence`` is the prompt (condition or question glyphs), ``<SEP>``, then the response.
 Deterministic under a seed. ``chaos_mode`` widens the ranges, mixes several problems and
-scatters noise glyphs into responses.
+scatters noise glyphs into responses. Responses are breath-aligned: silence glyphs are put
+in front of every active glyph until its position falls in an exhale phase, which is where
+the contemplative generator speaks.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from pathlib import Path
 
 from hfself import persist
 
-from .codec import GLYPHS, GlyphCodec
+from .codec import CATEGORY, GLYPHS, GlyphCodec
 from .config import CONDITIONS
+from .model import EXHALE, BreathClock
 
 # natural units: (calm low, calm high, problem low, problem high, normalization low, normalization high)
 RANGES = {
@@ -65,8 +68,20 @@ def _calm_conditions(rng: random.Random) -> dict[str, float]:
     return {name: round(rng.uniform(r[0], r[1]), 3) for name, r in RANGES.items()}
 
 
-def make_echo(mode: str, rng: random.Random, chaos: bool = False) -> dict:
-    """One record of ``mode`` (problem, calm or wisdom)."""
+def breath_align(prompt: list[str], response: list[str], clock: BreathClock) -> list[str]:
+    """Delay each active (non-silence) response glyph with silence until its position is in an exhale phase."""
+    aligned = []
+    start = 1 + len(prompt) + 1  # <BOS>, the prompt, <SEP>
+    for glyph in response:
+        if CATEGORY[glyph] != "silence":
+            while clock.phase_of(start + len(aligned)) != EXHALE:
+                aligned.append("…")
+        aligned.append(glyph)
+    return aligned
+
+
+def make_echo(mode: str, rng: random.Random, chaos: bool = False, clock: BreathClock | None = None) -> dict:
+    """One record of ``mode`` (problem, calm or wisdom), breath-aligned to ``clock`` (default 4/2/4/2)."""
     conditions = _calm_conditions(rng)
     if mode == "problem":
         problems = rng.sample(list(RANGES), rng.randint(2, 3) if chaos else 1)
@@ -98,15 +113,18 @@ def make_echo(mode: str, rng: random.Random, chaos: bool = False) -> dict:
     if chaos and rng.random() < 0.5:
         response.insert(rng.randrange(len(response) + 1), rng.choice(GLYPHS["relation"] + GLYPHS["silence"]))
     GlyphCodec().encode(prompt + response)  # every glyph must be in the vocabulary
+    response = breath_align(prompt, response, clock or BreathClock([4, 2, 4, 2], [1.0] * 4))
     return {"mode": mode, "conditions": conditions, "glyph_sequence": [*prompt, "<SEP>", *response],
             "text_input": text_input}
 
 
 def datagen(num_echoes: int, output_file: str | Path, chaos_mode: bool = False, seed: int = 0,
-            val_fraction: float = 0.1, modes: tuple[str, ...] = ("problem", "calm", "wisdom")) -> dict[str, Path]:
+            val_fraction: float = 0.1, modes: tuple[str, ...] = ("problem", "calm", "wisdom"),
+            breath_durations: list[int] | None = None) -> dict[str, Path]:
     """Write ``num_echoes`` records to ``output_file`` and a validation split beside it (``.val.jsonl``)."""
     rng = random.Random(seed)
-    records = [make_echo(modes[i % len(modes)], rng, chaos_mode) for i in range(num_echoes)]
+    clock = BreathClock(breath_durations or [4, 2, 4, 2], [1.0] * 4)
+    records = [make_echo(modes[i % len(modes)], rng, chaos_mode, clock) for i in range(num_echoes)]
     rng.shuffle(records)
     n_val = int(round(val_fraction * num_echoes))
     out = Path(output_file)
