@@ -66,6 +66,11 @@ def test_flex_gather_and_dense_agree():
         flex = spiral_attention(q.detach(), k.detach(), v.detach(), keep, "flex")  # eager flex: forward only
     gather = spiral_attention(q, k, v, keep, "gather")
     torch.testing.assert_close(flex, dense, rtol=1e-5, atol=1e-5)
+    everything = torch.ones(2, 37, dtype=torch.bool)  # the cached, pattern-only block mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flex_all = spiral_attention(q.detach(), k.detach(), v.detach(), everything, "flex")
+    torch.testing.assert_close(flex_all, spiral_attention(q, k, v, everything, "dense"), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gather, dense, rtol=1e-5, atol=1e-5)
     grads = [torch.autograd.grad(o.sum(), q)[0] for o in (dense, gather)]
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)

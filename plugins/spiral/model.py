@@ -68,6 +68,14 @@ def spiral_mask(length: int, device=None) -> torch.Tensor:
     return _spiral_pattern(length, str(torch.device(device or "cpu")))
 
 
+def _spiral_only(b, h, q_idx, kv_idx):
+    d = q_idx - kv_idx
+    return (d == 0) | ((d > 0) & ((d & (d - 1)) == 0))
+
+
+_static_block_masks: dict = {}
+
+
 def _spiral_mask_mod(keep: torch.Tensor):
     """FlexAttention mask_mod: the spiral pattern, minus masked keys (a query always keeps itself)."""
 
@@ -106,8 +114,16 @@ def spiral_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: to
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])  # (B, H, T, hd)
     if implementation == "flex":
         flex_attention, create_block_mask = _flex(q.device.type)
-        block_mask = create_block_mask(_spiral_mask_mod(keep), B, None, T, T, device=q.device,
-                                       _compile=q.device.type == "cuda")
+        compile_mask = q.device.type == "cuda"
+        if bool(keep.all()):  # nothing masked but the pattern: one block mask per (T, device), built once
+            key = (T, str(q.device))
+            if key not in _static_block_masks:
+                _static_block_masks[key] = create_block_mask(_spiral_only, None, None, T, T, device=q.device,
+                                                             _compile=compile_mask)
+            block_mask = _static_block_masks[key]
+        else:
+            block_mask = create_block_mask(_spiral_mask_mod(keep), B, None, T, T, device=q.device,
+                                           _compile=compile_mask)
         return flex_attention(q, k, v, block_mask=block_mask)
     if implementation == "gather":
         offsets = torch.tensor(spiral_offsets(T), device=q.device)  # (K,)
