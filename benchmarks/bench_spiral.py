@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hfself.plotting import pyplot
+from hfself.plotting import pyplot, save_figure
 from hfself_plugins.spiral import spiral_attention
 
 
@@ -85,9 +85,7 @@ def main():
         ax.loglog(lengths, [r[f"{impl}_s"] for r in curve], "s-", label=f"spiral ({impl})")
     ax.set(xlabel="sequence length", ylabel="forward + backward (s)", title=f"attention time, {device.type}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, out.with_suffix(".png"))
     print(json.dumps({"ratios_dense_over_spiral": {r["length"]: {i: r[f"dense_over_{i}"] for i in impls}
                                                    for r in curve}}, indent=2))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from hfself import persist
-from hfself.plotting import pyplot
+from hfself.plotting import pyplot, save_figure
 from hfself.arch import unwrap_model
 
 QUERY_LABEL = "response"
@@ -163,6 +163,4 @@ def plot_span(before: dict, after: dict, span: str, path: Path) -> None:
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hfself import persist
-from hfself.plotting import pyplot
+from hfself.plotting import pyplot, save_figure
 from hfself_plugins.evals.measures import generate, load_metric, perturb
 from hfself_plugins.identity import IdentityForCausalLM, IntrospectionArguments, IntrospectionCallback
 
@@ -148,9 +148,7 @@ def write_introspection(result: dict, out_dir: str | Path) -> dict[str, Path]:
     ax.set(xlabel="round", ylabel="round", title=f"{result['block']}: 1 − cos between round identities\n"
                                                  f"diversity {result['diversity']['identity_diversity']:.3f}")
     fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(files["plot"], dpi=100)
-    plt.close(fig)
+    save_figure(fig, files["plot"])
     return files
 
 
@@ -167,7 +165,5 @@ def write_blend(result: dict, out_dir: str | Path) -> dict[str, Path]:
     ax.plot(alphas, [p["cos_to_b"] for p in result["points"]], "s-", label="cos(soul, B)")
     ax.set(xlabel="alpha (0 = A, 1 = B)", ylabel="cosine", title=f"persona blend ({result['method']})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(files["plot"], dpi=100)
-    plt.close(fig)
+    save_figure(fig, files["plot"])
     return files

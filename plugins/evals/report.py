@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hfself import persist
-from hfself.plotting import pyplot
+from hfself.plotting import pyplot, save_figure
 
 from . import measures
 from .config import EvalArguments
@@ -119,9 +119,7 @@ def _plot_drift(curve: list[dict], path: Path) -> None:
     ax.plot(steps, [d["sentence"] for d in curve], "s-", label="sentence embedding")
     ax.set(xlabel="training step", ylabel="cosine to target summary", title="identity consistency over training")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_persistence(p: dict, path: Path) -> None:
@@ -134,6 +132,4 @@ def _plot_persistence(p: dict, path: Path) -> None:
     ax.set_xticks(list(x), names, rotation=30, ha="right")
     ax.set(ylabel="shift (1 − cos), lower is stronger", title="self-persistence per challenge")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from hfself import persist
-from hfself.plotting import pyplot
+from hfself.plotting import pyplot, save_figure
 from hfself.data import corpus_text
 
 from . import metrics
@@ -157,9 +157,7 @@ def plot_routing(tokens: list[str], weights: torch.Tensor, domains: list[str], p
     ax.set_ylim(0, 1)
     ax.set_ylabel("routing weight")
     ax.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _mean(values) -> float:
@@ -182,9 +180,7 @@ def _plot_hysteresis(example: dict, segment: int, corpora, path: Path) -> None:
         ax.set_title(f"{corpora[0]} → {middle} → {corpora[0]}")
         ax.legend(loc="lower left", fontsize=8)
     axes[1].set_xlabel("token")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_fatigue(result: dict, curves: dict, path: Path) -> None:
@@ -202,6 +198,4 @@ def _plot_fatigue(result: dict, curves: dict, path: Path) -> None:
     axes[1].set(xscale="log", xlabel="B block length (tokens)", ylabel="deep crystallization ratio",
                 title=f"r(length, crystallization) = {_fmt(result['pearson_length_vs_crystallization'])}")
     ax2.set_ylabel("relax time (tokens)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
