@@ -7,7 +7,7 @@ HERE = Path(__file__).parent
 # Every built-in plugin is registered through the same entry-point group a
 # third-party package uses. tests/test_plugins.py fails if a folder in
 # plugins/ is missing here.
-BUILTIN_PLUGINS = ["identity", "optim", "attention", "temporal", "evals", "diffusion", "spiral"]
+BUILTIN_PLUGINS = ["identity", "optim", "attention", "temporal", "evals", "diffusion", "spiral", "anima"]
 
 setup(
     name="hfself",

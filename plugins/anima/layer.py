@@ -1,0 +1,78 @@
+"""SAE steering on the residual stream: a forward hook on one decoder layer of any supported causal LM.
+
+The edit is ``x + (decode(edited) − decode(original))``: only the change in feature space
+is added, so the SAE's reconstruction error never enters the residual stream, and an edit
+that changes nothing adds exactly zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hfself.arch import inspect_model, residual_of, with_residual
+
+
+class SAEDimensionError(ValueError):
+    pass
+
+
+class SAESteering:
+    """Attaches an SAE to the output of decoder layer ``layer`` and edits its features.
+
+    ``edit(features) -> features`` is called on (B, T, d_sae) activations; the last
+    forward's mean activations over valid positions are kept in ``last_activations``.
+    """
+
+    def __init__(self, model: nn.Module, sae, layer: int | None = None):
+        self.model, self.sae = model, sae
+        self.arch = inspect_model(model)
+        self.layer = self.arch.num_layers // 2 if layer is None else layer
+        if not 0 <= self.layer < self.arch.num_layers:
+            raise ValueError(f"layer {self.layer} out of range for a {self.arch.num_layers}-layer model")
+        d_in = sae.cfg.d_in
+        if d_in != self.arch.hidden_size:
+            raise SAEDimensionError(f"the SAE reads d_in={d_in} activations but the model's residual stream "
+                                    f"({self.arch.model_type}) has hidden_size={self.arch.hidden_size}")
+        self.module = self.arch.layers[self.layer].layer
+        self.edits: list = []
+        self.last_activations: torch.Tensor | None = None  # (d_sae,)
+        self._recorded: list[torch.Tensor] = []  # per forward, while recording
+        self.recording = False
+        self._handle = None
+
+    @property
+    def attached(self) -> bool:
+        return self._handle is not None
+
+    def attach(self) -> None:
+        if self._handle is None:
+            self._handle = self.module.register_forward_hook(self._hook)
+
+    def detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def recorded_mean(self) -> torch.Tensor | None:
+        """(d_sae,) mean activation over the forwards since recording started (None if none ran)."""
+        return torch.stack(self._recorded).mean(0) if self._recorded else None
+
+    def start_recording(self) -> None:
+        self._recorded.clear()
+        self.recording = True
+
+    def _hook(self, module, inputs, output):
+        x = residual_of(output)  # (B, T, d_model)
+        sae_dtype = self.sae.W_dec.dtype
+        features = self.sae.encode(x.to(sae_dtype))  # (B, T, d_sae)
+        self.last_activations = features.detach().float().mean(dim=(0, 1))
+        if self.recording:
+            self._recorded.append(self.last_activations)
+        edited = features
+        for edit in self.edits:
+            edited = edit(edited)
+        if edited is features:
+            return output
+        delta = self.sae.decode(edited) - self.sae.decode(features)  # (B, T, d_model); 0 where nothing changed
+        return with_residual(output, x + delta.to(x.dtype))

@@ -1,0 +1,165 @@
+"""Anima (first slice): a real sae-lens SAE trained on a tiny model, residual-stream steering, the reservoir and its
+persistence."""
+
+import os
+
+import pytest
+import torch
+from tiny_models import sample_ids, tiny_model, tokenizer
+
+from hfself import persist
+from hfself.data import corpus_text, text_chunks
+from hfself_plugins.anima import (AnimaRuntime, LexiconValence, Reservoir, SAEDimensionError, SAESteering, load_sae,
+                                  train_sae)
+
+
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny Llama and an SAE trained on its layer-1 output with sae-lens, saved and loaded back."""
+    torch.manual_seed(0)
+    model, tok = tiny_model("llama").eval(), tokenizer()
+    texts = text_chunks(corpus_text("shakespeare"), 300, 40)
+    sae = train_sae(model, tok, texts, layer=1, d_sae=128, training_tokens=60_000, batch_tokens=128)
+    path = tmp_path_factory.mktemp("sae")
+    sae.save_model(path)
+    return model, tok, load_sae(str(path)), path
+
+
+@torch.no_grad()
+def _logits(model, ids):
+    return model(input_ids=ids).logits
+
+
+def test_trained_sae_reconstructs_and_is_sparse(trained):
+    model, tok, sae, path = trained
+    from hfself_plugins.anima.sae import activations
+
+    acts = activations(model, tok, ["Now is the winter of our discontent"], layer=1)
+    features = sae.encode(acts)
+    error = (sae.decode(features) - acts).norm() / acts.norm()
+    # a random-init model's activations have little structure to find; the bar is "learned something, sparsely"
+    assert error < 0.75 and (features > 0).float().mean() < 0.6, (error, (features > 0).float().mean())
+    assert {p.name for p in path.iterdir()} >= {"cfg.json", "sae_weights.safetensors"}
+
+
+def test_hooked_layer_is_the_residual_after_that_layer(trained):
+    model, _, sae, _ = trained
+    steering = SAESteering(model, sae, layer=0)
+    steering.attach()
+    ids = sample_ids()
+    with torch.no_grad():  # hidden_states: [0] the embeddings, [1] the output of layer 0 (the last one is normed)
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+    steering.detach()
+    torch.testing.assert_close(steering.last_activations, sae.encode(hidden).float().mean(dim=(0, 1)))
+
+
+def test_off_means_off_and_no_hooks_left(trained, tmp_path):
+    model, tok, sae, _ = trained
+    ids = sample_ids()
+    reference = _logits(model, ids)
+    hooks = _hooks(model)  # transformers may keep its own output-recording hooks
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert _hooks(model) == hooks + 1
+    assert torch.equal(_logits(model, ids), reference)  # an empty reservoir edits nothing: bit-identical
+    runtime.reservoir.weights.fill_(0.5)
+    assert not torch.equal(_logits(model, ids), reference)
+    with runtime.disabled():
+        assert torch.equal(_logits(model, ids), reference) and _hooks(model) == hooks
+    runtime.close()
+    assert _hooks(model) == hooks and torch.equal(_logits(model, ids), reference)
+
+
+def test_negative_steering_lowers_the_target_feature(trained):
+    model, _, sae, _ = trained
+    ids = sample_ids()
+    steering = SAESteering(model, sae, layer=1)
+    steering.attach()
+    with torch.no_grad():
+        model(input_ids=ids)
+    target = int(steering.last_activations.argmax())
+    before = steering.last_activations[target].item()
+    # negative steering: the feature's decoder direction is pushed the other way (f_target -> -f_target)
+    steering.edits.append(lambda f: torch.cat([f[..., :target], -f[..., target:target + 1], f[..., target + 1:]], -1))
+    captured = []
+    probe = model.model.layers[1].register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple)
+                                                                                      else o))
+    with torch.no_grad():
+        model(input_ids=ids)
+    probe.remove()
+    steering.detach()
+    after = sae.encode(captured[0]).float().mean(dim=(0, 1))[target].item()  # re-read the edited residual
+    assert after < 0.5 * before, (before, after)
+
+
+def test_reservoir_follows_valence():
+    acts = torch.tensor([0.0, 1.0, 2.0, 0.0])
+    up, down = Reservoir(4), Reservoir(4)
+    up.update(acts, valence=1.0)
+    down.update(acts, valence=-1.0)
+    assert up.weights[2] > up.weights[1] > 0 == up.weights[0] and (down.weights[1:3] < 0).all()
+    for _ in range(500):
+        up.update(acts, 1.0)
+    assert up.weights.max() <= up.config.reservoir_bound  # bounded
+    valence = LexiconValence()
+    assert valence("thank you, dear friend, I love this") > 0 > valence("I hate this cruel war")
+
+
+def test_personality_survives_into_a_second_runtime(trained, tmp_path):
+    model, tok, sae, _ = trained
+    first = AnimaRuntime(model, tok, sae, state_dir=tmp_path, valence=lambda text: 1.0)
+    for text in ("Good morrow, kind friend.", "What a gentle day."):
+        first.respond(text, max_new_tokens=6)
+    weights = first.reservoir.weights.clone()
+    assert weights.abs().sum() > 0 and first.turns == 2
+    ids = sample_ids()
+    steered = _logits(model, ids)
+    first.close()
+    second = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert torch.equal(second.reservoir.weights, weights) and second.turns == 2
+    assert torch.equal(_logits(model, ids), steered)
+    assert len(persist.read_jsonl(tmp_path / "memories.jsonl")) == 2
+    second.close()
+
+
+def test_corrupt_state_is_clear_and_a_crashed_save_keeps_the_last_good(trained, tmp_path, monkeypatch):
+    model, tok, sae, _ = trained
+    hooks = _hooks(model)
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path, valence=lambda text: 1.0)
+    runtime.respond("Hello, friend.", max_new_tokens=4)
+    good = (tmp_path / "reservoir.safetensors").read_bytes()
+    runtime.reservoir.weights.fill_(0.9)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        runtime.save()
+    monkeypatch.undo()
+    runtime.close()
+    assert (tmp_path / "reservoir.safetensors").read_bytes() == good  # the crash lost nothing
+    (tmp_path / "reservoir.safetensors").write_bytes(good[:40])
+    with pytest.raises(persist.StateFileError, match="reservoir.safetensors"):
+        AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert _hooks(model) == hooks  # the failed runtime attached nothing
+
+
+def test_legacy_pt_reservoir_is_read_with_weights_only(trained, tmp_path):
+    model, tok, sae, _ = trained
+    torch.save({"weights": torch.full((sae.cfg.d_sae,), 0.25)}, tmp_path / "reservoir.pt")
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert torch.equal(runtime.reservoir.weights, torch.full((sae.cfg.d_sae,), 0.25))
+    runtime.close()
+
+
+def test_sae_width_mismatch_is_clear(trained):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    model = trained[0]
+    narrow = StandardSAE(StandardSAEConfig(d_in=model.config.hidden_size // 2, d_sae=16))
+    with pytest.raises(SAEDimensionError, match="hidden_size"):
+        SAESteering(model, narrow, layer=0)
