@@ -124,7 +124,8 @@ def test_overfits_one_batch_through_the_collator():
     codec = GlyphCodec()
     records = [{"conditions": dict(latency=20, voltage=volts, temperature=20, error_rate=0, bandwidth=80),
                 "glyph_sequence": seq}  # the conditions tell the two apart before the first glyph
-               for volts, seq in ((10.8, ["☀️low", "<SEP>", "…", "⚡fix", "🔌"]), (12.2, ["❓time", "<SEP>", "🌊", "⟶", "🌙"]))]
+               for volts, seq in ((10.8, ["☀️low", "<SEP>", "…", "⚡fix", "🔌"]),
+                                  (12.2, ["❓time", "<SEP>", "🌊", "⟶", "🌙"]))]
     batch = EchoCollator()([encode_echo(r, codec) for r in records])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
@@ -188,8 +189,9 @@ def test_datagen_train_probe_end_to_end(tmp_path):
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < losses[0]
     out = tmp_path / "probe.json"
-    proc = subprocess.run([sys.executable, "-m", "hfself.cli", "spiral", "probe", "--model", str(tmp_path / "run" / "model"),
-                           "--samples", "2", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "hfself.cli", "spiral", "probe", "--model",
+                           str(tmp_path / "run" / "model"), "--samples", "2", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert set(result["scenarios"]) >= {"calm", "power_low", "time"} and "| scenario |" in proc.stdout

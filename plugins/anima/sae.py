@@ -1,4 +1,4 @@
-"""Getting an SAE: a Hub release/id (sae-lens), a local directory, or trained here with sae-lens on the model's activations."""
+"""Getting an SAE: a Hub release/id or a local directory (sae-lens), or one trained here on the model's activations."""
 
 from __future__ import annotations
 
