@@ -163,3 +163,57 @@ def test_sae_width_mismatch_is_clear(trained):
     narrow = StandardSAE(StandardSAEConfig(d_in=model.config.hidden_size // 2, d_sae=16))
     with pytest.raises(SAEDimensionError, match="hidden_size"):
         SAESteering(model, narrow, layer=0)
+
+
+def test_prism_modes_discovery_suppression_routing_and_persistence(trained, tmp_path):
+    import subprocess
+    import sys
+
+    from hfself_plugins.anima import BUILTIN_MODES
+    from hfself_plugins.anima.prism import mean_features
+
+    model, tok, sae, sae_dir = trained
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert {"Anima", "System", "Dream"} <= set(runtime.modes)
+    system = BUILTIN_MODES["System"]
+    features = [int(f) for f in runtime.modes["System"]["features"]]
+    assert all(v < 0 for v in runtime.modes["System"]["features"].values())  # System suppresses
+    fantasy_before = mean_features(runtime.steering, tok, system["positive"])[features]
+    plain = mean_features(runtime.steering, tok, system["negative"])[features]
+    assert fantasy_before.mean() > plain.mean()  # discovery found features the fantasy prompts use more
+    ids = sample_ids()
+    reference = _logits(model, ids)
+    runtime.set_mode("System")
+    assert not torch.equal(_logits(model, ids), reference)
+    captured = []
+    probe = model.model.layers[1].register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple)
+                                                                                      else o))
+    with torch.no_grad():
+        for prompt in system["positive"]:
+            model(**tok(prompt, return_tensors="pt"))
+    probe.remove()
+    fantasy_after = torch.stack([sae.encode(c).float().mean(dim=(0, 1)) for c in captured]).mean(0)[features]
+    assert fantasy_after.mean() < fantasy_before.mean()  # negative steering lowers the targeted features
+    runtime.set_mode(None)
+    assert torch.equal(_logits(model, ids), reference)
+    assert runtime.route("Just give me the exact facts, precisely and without any imagery.") == "System"
+    runtime.respond("Tell me how you feel, dear friend.", max_new_tokens=3, mode="auto")
+    assert runtime.mode == "Anima"
+    runtime.close()
+    second = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert second.modes == runtime.modes  # read back from modes.json, not rediscovered differently
+    second.close()
+    with pytest.raises(ValueError, match="unknown mode"):
+        second.set_mode("Nope")
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_text("The sea, the sea.\nWaves on the shore.\n")
+    neg.write_text("Two plus two.\nThe file is empty.\n")
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    proc = subprocess.run([sys.executable, "-m", "hfself.cli", "anima", "discover-mode", "--model",
+                           str(tmp_path / "model"), "--sae", str(sae_dir), "--state-dir", str(tmp_path),
+                           "--name", "Sea", "--description", "talk of the sea", "--positive", str(pos),
+                           "--negative", str(neg)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Sea" in persist.load_json(tmp_path / "modes.json")

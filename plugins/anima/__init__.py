@@ -2,21 +2,23 @@
 
 Anatomy: config.py (AnimaConfig), sae.py (load a sae-lens SAE, or train one on the model's
 activations), layer.py (SAESteering: the residual-stream hook), reservoir.py (Reservoir,
-LexiconValence), runtime.py (AnimaRuntime); this module holds the hook implementations and
-``hfself anima``. Prism modes, the metabolism (fatigue, sleep, self_model), ``anima chat``
-and the research commands are not built yet.
+LexiconValence), prism.py (steering modes: built-ins, discovery, router), runtime.py
+(AnimaRuntime); this module holds the hook implementations and ``hfself anima``. The
+metabolism (fatigue, sleep, self_model), ``anima chat`` and the research commands are not
+built yet.
 """
 
 from hfself import hookimpl
 
 from .config import AnimaConfig
 from .layer import SAEDimensionError, SAESteering
+from .prism import BUILTIN_MODES, PrismRouter, discover_mode
 from .reservoir import LexiconValence, Reservoir
 from .runtime import AnimaRuntime
 from .sae import load_sae, train_sae
 
-__all__ = ["AnimaConfig", "AnimaRuntime", "LexiconValence", "Reservoir", "SAEDimensionError", "SAESteering",
-           "load_sae", "train_sae"]
+__all__ = ["AnimaConfig", "AnimaRuntime", "BUILTIN_MODES", "LexiconValence", "PrismRouter", "Reservoir",
+           "SAEDimensionError", "SAESteering", "discover_mode", "load_sae", "train_sae"]
 
 
 @hookimpl
@@ -31,6 +33,19 @@ def hfself_register_commands(cli):
     p.add_argument("--training_tokens", type=int, default=200_000)
     p.add_argument("--output", required=True, help="directory for the SAE (cfg.json + sae_weights.safetensors)")
     p.set_defaults(func=_cmd_train_sae)
+    p = anima.add_parser("discover-mode", help="find a Prism mode's SAE features from two contrastive prompt files "
+                                               "and save it in the state directory's modes.json")
+    p.add_argument("--model", default=None, help="Hub id or directory (default: the embedded tiny model)")
+    p.add_argument("--sae", required=True, help="SAE directory or release:sae_id")
+    p.add_argument("--state-dir", dest="state_dir", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--description", required=True, help="what the mode is for (the router matches intents to it)")
+    p.add_argument("--positive", required=True, help="text file, one prompt per line, showing the trait")
+    p.add_argument("--negative", required=True, help="text file, one prompt per line, without it")
+    p.add_argument("--suppress", action="store_true", help="negative steering: push these features down")
+    p.add_argument("--top_k", type=int, default=8)
+    p.add_argument("--strength", type=float, default=4.0)
+    p.set_defaults(func=_cmd_discover_mode)
 
 
 def _cmd_train_sae(args) -> int:
@@ -44,4 +59,22 @@ def _cmd_train_sae(args) -> int:
     sae = train_sae(model.eval(), tokenizer, texts, layer, d_sae=args.d_sae, training_tokens=args.training_tokens)
     sae.save_model(args.output)
     print(f"SAE (layer {layer}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}) written to {args.output}")
+    return 0
+
+
+def _cmd_discover_mode(args) -> int:
+    import json
+    from pathlib import Path
+
+    from hfself.data import DEFAULT_MODEL
+    from hfself.train import load_causal_lm
+
+    model, tokenizer = load_causal_lm(args.model or DEFAULT_MODEL)
+    runtime = AnimaRuntime(model, tokenizer, load_sae(args.sae), state_dir=args.state_dir)
+    lines = lambda f: [line.strip() for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
+    mode = runtime.add_mode(args.name, {"description": args.description, "positive": lines(args.positive),
+                                        "negative": lines(args.negative), "suppress": args.suppress,
+                                        "top_k": args.top_k, "strength": args.strength})
+    runtime.close()
+    print(json.dumps({"mode": args.name, "features": mode["features"]}, indent=2))
     return 0

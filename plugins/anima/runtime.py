@@ -11,12 +11,14 @@ from hfself import persist
 
 from .config import AnimaConfig
 from .layer import SAESteering
+from .prism import BUILTIN_MODES, PrismRouter, discover_mode, mode_vector
 from .reservoir import LexiconValence, Reservoir
 
 RESERVOIR_FILE = "reservoir.safetensors"
 LEGACY_RESERVOIR_FILE = "reservoir.pt"
 STATE_FILE = "anima.json"
 MEMORY_FILE = "memories.jsonl"
+MODES_FILE = "modes.json"
 
 
 class AnimaRuntime:
@@ -28,6 +30,11 @@ class AnimaRuntime:
 
     A second runtime on the same ``state_dir`` starts with the same reservoir (the personality).
     ``valence``: any ``callable(text) -> float in [−1, 1]``; the default is :class:`LexiconValence`.
+
+    Prism: ``runtime.set_mode("System")`` forces a mode, ``respond(text, mode="auto")`` routes
+    each turn by intent, ``set_mode(None)`` turns steering by mode off. The built-in modes
+    (Anima, System, Dream) and the modes plugins register are discovered for this SAE on first
+    use and kept in ``modes.json``.
     """
 
     def __init__(self, model, tokenizer, sae, state_dir: str | Path | None = None,
@@ -40,7 +47,11 @@ class AnimaRuntime:
         self.valence = valence or LexiconValence()
         self.reservoir = Reservoir(sae.cfg.d_sae, self.config, self._load_reservoir())
         self.steering = SAESteering(model, sae, self.config.layer)
-        self.steering.edits.append(self.reservoir.edit)
+        self._modes: dict[str, dict] | None = None
+        self.mode: str | None = None
+        self._mode_vector: torch.Tensor | None = None
+        self._router: PrismRouter | None = None
+        self.steering.edits += [self.reservoir.edit, self._mode_edit]
         self.steering.attach()
 
     # ------------------------------------------------------------------ state
@@ -73,11 +84,63 @@ class AnimaRuntime:
         persist.save_json(self.state_dir / STATE_FILE, {"config": self.config.to_dict(), "turns": self.turns,
                                                         "valence_estimator": getattr(self.valence, "name", None)})
 
+    # ------------------------------------------------------------------ prism
+
+    @property
+    def modes(self) -> dict[str, dict]:
+        """Every mode with its features for this SAE (discovered once, then read from modes.json)."""
+        if self._modes is None:
+            from hfself.plugins import registry
+
+            saved = {}
+            if self.state_dir is not None and (self.state_dir / MODES_FILE).exists():
+                saved = persist.load_json(self.state_dir / MODES_FILE)
+            wanted = {**BUILTIN_MODES, **registry("steering_modes"), **saved}
+            self._modes = {name: _json_ready(mode if "features" in mode else
+                                             discover_mode(self.steering, self.tokenizer, mode))
+                           for name, mode in wanted.items()}
+            if self.state_dir is not None and self._modes != saved:
+                persist.save_json(self.state_dir / MODES_FILE, self._modes)
+        return self._modes
+
+    def add_mode(self, name: str, mode: dict) -> dict:
+        """Add (discovering if needed) and save a mode; returns it with its features."""
+        mode = _json_ready(mode if "features" in mode else discover_mode(self.steering, self.tokenizer, mode))
+        self.modes[name] = mode
+        self._router = None
+        if self.state_dir is not None:
+            persist.save_json(self.state_dir / MODES_FILE, self.modes)
+        return mode
+
+    def set_mode(self, name: str | None) -> None:
+        """Force a mode (``None``: no mode steering)."""
+        if name is not None and name not in self.modes:
+            raise ValueError(f"unknown mode {name!r}; modes: {sorted(self.modes)}")
+        self.mode = name
+        self._mode_vector = None if name is None else mode_vector(self.modes[name], self.sae.cfg.d_sae)
+
+    def route(self, text: str) -> str:
+        """The mode whose description best matches the text's intent."""
+        if self._router is None:
+            self._router = PrismRouter(self.modes)
+        return self._router.route(text)
+
+    def _mode_edit(self, features: torch.Tensor) -> torch.Tensor:
+        if self._mode_vector is None:
+            return features
+        return features + self._mode_vector.to(device=features.device, dtype=features.dtype)
+
     # ------------------------------------------------------------------ talking
 
     @torch.no_grad()
-    def respond(self, text: str, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0) -> str:
-        """Generate a reply through the steered model; then learn from the turn and save."""
+    def respond(self, text: str, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
+                mode: str | None = "keep") -> str:
+        """Generate a reply through the steered model; then learn from the turn and save.
+
+        ``mode``: "keep" (the current one), "auto" (routed from the text), a mode name, or None.
+        """
+        if mode != "keep":
+            self.set_mode(self.route(text) if mode == "auto" else mode)
         torch.manual_seed(seed)
         device = next(self.model.parameters()).device
         enc = self.tokenizer(text, return_tensors="pt").to(device)
@@ -93,7 +156,7 @@ class AnimaRuntime:
         self.turns += 1
         if self.state_dir is not None:
             persist.append_jsonl(self.state_dir / MEMORY_FILE, {"turn": self.turns, "user": text, "reply": reply,
-                                                                "valence": valence})
+                                                                "valence": valence, "mode": self.mode})
         self.save()
         return reply
 
@@ -108,3 +171,8 @@ class AnimaRuntime:
 
     def close(self) -> None:
         self.steering.detach()
+
+
+def _json_ready(mode: dict) -> dict:
+    """Feature ids as strings, as they come back from modes.json."""
+    return {**mode, "features": {str(k): float(v) for k, v in mode["features"].items()}}
