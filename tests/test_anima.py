@@ -217,3 +217,29 @@ def test_prism_modes_discovery_suppression_routing_and_persistence(trained, tmp_
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Sea" in persist.load_json(tmp_path / "modes.json")
+
+
+def test_fatigue_sleep_dreams_and_a_rewritten_self_model(trained, tmp_path):
+    from hfself_plugins.anima import AnimaConfig
+
+    model, tok, sae, _ = trained
+    valences = iter([0.9, 0.0, -0.8])  # two charged turns, one flat: the flat one is let go in sleep
+    config = AnimaConfig(fatigue_threshold=15, adrenaline_threshold=0.3, dream_max_new_tokens=8)
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path, config=config, valence=lambda text: next(valences))
+    first_self = runtime.self_model
+    runtime.respond("Good morrow, friend.", max_new_tokens=6)
+    runtime.respond("What is the hour?", max_new_tokens=6)
+    assert runtime.fatigue == 12 and runtime.sleeps == 0 and len(runtime.short_term) == 2  # 6 tokens per turn
+    weights_before_sleep = runtime.reservoir.weights.clone()
+    runtime.respond("I hate this cruel cold.", max_new_tokens=6)  # 18 >= 15: sleeps after this turn
+    assert runtime.sleeps == 1 and runtime.fatigue == 0 and runtime.short_term == []
+    dream = persist.read_jsonl(tmp_path / "dreams.jsonl")[0]
+    assert dream["consolidated"] == 2 and dream["let_go"] == 1 and dream["dream"] is not None
+    assert runtime.self_model != first_self and runtime.self_model.startswith("I am")
+    assert dream["self_model"] == runtime.self_model and runtime.mode is None  # Dream mode only while dreaming
+    assert not torch.equal(runtime.reservoir.weights, weights_before_sleep)
+    runtime.close()
+    again = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert again.self_model == runtime.self_model and again.sleeps == 1 and again.status()["fatigue"] == 0
+    assert again.prompt_for("hi").startswith(runtime.self_model)
+    again.close()

@@ -19,6 +19,8 @@ LEGACY_RESERVOIR_FILE = "reservoir.pt"
 STATE_FILE = "anima.json"
 MEMORY_FILE = "memories.jsonl"
 MODES_FILE = "modes.json"
+DREAM_FILE = "dreams.jsonl"
+SELF_MODEL_FILE = "self_models.jsonl"
 
 
 class AnimaRuntime:
@@ -44,6 +46,10 @@ class AnimaRuntime:
         saved = self._load_state()
         self.config = config or (AnimaConfig(**saved["config"]) if saved else AnimaConfig())
         self.turns = saved["turns"] if saved else 0
+        self.fatigue = saved.get("fatigue", 0) if saved else 0  # generated tokens since the last sleep
+        self.self_model = saved.get("self_model", self.config.self_model) if saved else self.config.self_model
+        self.short_term: list[dict] = saved.get("short_term", []) if saved else []  # memories since the last sleep
+        self.sleeps = saved.get("sleeps", 0) if saved else 0
         self.valence = valence or LexiconValence()
         self.reservoir = Reservoir(sae.cfg.d_sae, self.config, self._load_reservoir())
         self.steering = SAESteering(model, sae, self.config.layer)
@@ -81,8 +87,10 @@ class AnimaRuntime:
         if self.state_dir is None:
             return
         persist.save_tensors(self.state_dir / RESERVOIR_FILE, {"weights": self.reservoir.weights})
-        persist.save_json(self.state_dir / STATE_FILE, {"config": self.config.to_dict(), "turns": self.turns,
-                                                        "valence_estimator": getattr(self.valence, "name", None)})
+        persist.save_json(self.state_dir / STATE_FILE, {
+            "config": self.config.to_dict(), "turns": self.turns, "fatigue": self.fatigue, "sleeps": self.sleeps,
+            "self_model": self.self_model, "short_term": self.short_term,
+            "valence_estimator": getattr(self.valence, "name", None)})
 
     # ------------------------------------------------------------------ prism
 
@@ -133,32 +141,97 @@ class AnimaRuntime:
     # ------------------------------------------------------------------ talking
 
     @torch.no_grad()
-    def respond(self, text: str, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
-                mode: str | None = "keep") -> str:
-        """Generate a reply through the steered model; then learn from the turn and save.
-
-        ``mode``: "keep" (the current one), "auto" (routed from the text), a mode name, or None.
-        """
-        if mode != "keep":
-            self.set_mode(self.route(text) if mode == "auto" else mode)
-        torch.manual_seed(seed)
+    def _generate(self, prompt: str, max_new_tokens: int, do_sample: bool) -> tuple[str, int]:
+        """(reply, generated token count), with the steering hook recording feature activations."""
         device = next(self.model.parameters()).device
-        enc = self.tokenizer(text, return_tensors="pt").to(device)
+        enc = self.tokenizer(prompt, return_tensors="pt").to(device)
         self.steering.start_recording()
         try:
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
                                       pad_token_id=self.tokenizer.pad_token_id)
         finally:
             self.steering.recording = False
-        reply = self.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = out[0, enc["input_ids"].shape[1]:]
+        return self.tokenizer.decode(new, skip_special_tokens=True), len(new)
+
+    def prompt_for(self, text: str) -> str:
+        """The self_model as the system prompt (the tokenizer's chat template when it has one)."""
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "system", "content": self.self_model}, {"role": "user", "content": text}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return f"{self.self_model}\n\n{text}\n"
+
+    @torch.no_grad()
+    def respond(self, text: str, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
+                mode: str | None = "keep") -> str:
+        """Generate a reply through the steered model; then learn from the turn, maybe sleep, and save.
+
+        ``mode``: "keep" (the current one), "auto" (routed from the text), a mode name, or None.
+        """
+        if mode != "keep":
+            self.set_mode(self.route(text) if mode == "auto" else mode)
+        torch.manual_seed(seed)
+        reply, generated = self._generate(self.prompt_for(text), max_new_tokens, do_sample)
+        activations = self.steering.recorded_mean()
         valence = float(self.valence(f"{text} {reply}"))
-        self.reservoir.update(self.steering.recorded_mean(), valence)
+        self.reservoir.update(activations, valence)
         self.turns += 1
+        self.fatigue += generated
+        top = torch.topk(activations, k=min(self.config.memory_features, activations.numel()))
+        memory = {"turn": self.turns, "user": text, "reply": reply, "valence": valence, "mode": self.mode,
+                  "features": {str(i): round(v, 6) for i, v in zip(top.indices.tolist(), top.values.tolist())}}
+        self.short_term.append(memory)
         if self.state_dir is not None:
-            persist.append_jsonl(self.state_dir / MEMORY_FILE, {"turn": self.turns, "user": text, "reply": reply,
-                                                                "valence": valence, "mode": self.mode})
+            persist.append_jsonl(self.state_dir / MEMORY_FILE, memory)
+        if self.fatigue >= self.config.fatigue_threshold:
+            self.sleep()
         self.save()
         return reply
+
+    # ------------------------------------------------------------------ metabolism
+
+    @torch.no_grad()
+    def sleep(self, seed: int = 0) -> dict:
+        """Consolidate the charged short-term memories, dream in Dream mode, rewrite the self_model, rest.
+
+        Memories with |valence| ≥ ``adrenaline_threshold`` are replayed into the reservoir (their
+        kept features, at their valence); the others are let go. The dream and the new self_model
+        are appended to dreams.jsonl and self_models.jsonl.
+        """
+        kept = [m for m in self.short_term if abs(m["valence"]) >= self.config.adrenaline_threshold]
+        d_sae = self.sae.cfg.d_sae
+        for memory in kept:
+            replay = torch.zeros(d_sae)
+            for feature, value in memory["features"].items():
+                replay[int(feature)] = value
+            self.reservoir.update(replay, memory["valence"])
+        previous_mode = self.mode
+        if "Dream" in self.modes:
+            self.set_mode("Dream")
+        torch.manual_seed(seed + self.sleeps)
+        fragments = "; ".join(m["user"] for m in kept) or "nothing that stayed"
+        dream, _ = self._generate(f"{self.self_model}\nI dream of {fragments}.\n", self.config.dream_max_new_tokens,
+                                  do_sample=True)
+        self.set_mode(previous_mode)
+        old_self = self.self_model
+        rewritten, _ = self._generate(f"{old_self}\nToday I remember {fragments}. I dreamt: {dream.strip()}\n"
+                                      f"So now I am", self.config.dream_max_new_tokens, do_sample=True)
+        self.self_model = f"I am {' '.join(rewritten.split())}".strip()
+        self.sleeps += 1
+        record = {"sleep": self.sleeps, "turn": self.turns, "fatigue": self.fatigue, "consolidated": len(kept),
+                  "let_go": len(self.short_term) - len(kept), "dream": dream, "self_model_before": old_self,
+                  "self_model": self.self_model}
+        if self.state_dir is not None:
+            persist.append_jsonl(self.state_dir / DREAM_FILE, record)
+            persist.append_jsonl(self.state_dir / SELF_MODEL_FILE, {"sleep": self.sleeps, "self_model": self.self_model})
+        self.fatigue, self.short_term = 0, []
+        self.save()
+        return record
+
+    def status(self) -> dict:
+        return {"turns": self.turns, "fatigue": self.fatigue, "fatigue_threshold": self.config.fatigue_threshold,
+                "sleeps": self.sleeps, "mode": self.mode, "self_model": self.self_model,
+                "short_term_memories": len(self.short_term), "reservoir_norm": float(self.reservoir.weights.norm())}
 
     @contextmanager
     def disabled(self):
