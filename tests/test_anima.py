@@ -243,3 +243,39 @@ def test_fatigue_sleep_dreams_and_a_rewritten_self_model(trained, tmp_path):
     assert again.self_model == runtime.self_model and again.sleeps == 1 and again.status()["fatigue"] == 0
     assert again.prompt_for("hi").startswith(runtime.self_model)
     again.close()
+
+
+def test_chat_command_two_sessions(trained, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    model, tok, _, sae_dir = trained
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    state = tmp_path / "state"
+    cmd = [sys.executable, "-m", "hfself.cli", "anima", "chat", "--model", str(tmp_path / "model"), "--sae",
+           str(sae_dir), "--state-dir", str(state), "--max_new_tokens", "4"]
+    first = subprocess.run([*cmd, "--stream"], input="Good morrow, kind friend.\n/mode System\nWhat is two and two?\n"
+                           "/sleep\n/status\n", capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "anima> " in first.stdout and "[mode: System]" in first.stdout and "[slept; self_model: I am" in first.stdout
+    status = persist.load_json(state / "anima.json")
+    assert status["turns"] == 2 and status["sleeps"] == 1
+    second = subprocess.run(cmd, input="/status\n", capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    resumed = json.loads(next(line for line in second.stdout.splitlines() if line.startswith("{")))
+    assert resumed["self_model"] == status["self_model"] and resumed["sleeps"] == 1  # the second session carries on
+
+
+def test_batched_left_padded_prompts_match_one_by_one(trained, tmp_path):
+    model, tok, sae, _ = trained
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    runtime.reservoir.weights.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(0))  # a personality
+    runtime.set_mode("Anima")
+    texts = ["Hi.", "Tell me about the long winter nights by the sea.", "Who are you?"]
+    alone = [runtime.respond(t, max_new_tokens=8, learn=False) for t in texts]
+    assert runtime.respond_batch(texts, max_new_tokens=8, learn=False) == alone
+    runtime.respond_batch(texts, max_new_tokens=8)
+    assert runtime.turns == 3 and len(runtime.short_term) == 3
+    runtime.close()

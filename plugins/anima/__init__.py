@@ -17,6 +17,8 @@ from .reservoir import LexiconValence, Reservoir
 from .runtime import AnimaRuntime
 from .sae import load_sae, train_sae
 
+CHAT_HELP = "/mode NAME (force), /mode auto (route by intent), /mode off, /sleep, /status, /quit"
+
 __all__ = ["AnimaConfig", "AnimaRuntime", "BUILTIN_MODES", "LexiconValence", "PrismRouter", "Reservoir",
            "SAEDimensionError", "SAESteering", "discover_mode", "load_sae", "train_sae"]
 
@@ -46,6 +48,17 @@ def hfself_register_commands(cli):
     p.add_argument("--top_k", type=int, default=8)
     p.add_argument("--strength", type=float, default=4.0)
     p.set_defaults(func=_cmd_discover_mode)
+    p = anima.add_parser("chat", help="talk through Anima: one line per turn (stdin, or --interactive); "
+                                      "/mode NAME|auto|off, /sleep, /status")
+    p.add_argument("--model", default=None, help="Hub id or directory (default: the embedded tiny model)")
+    p.add_argument("--sae", required=True, help="SAE directory or release:sae_id")
+    p.add_argument("--state-dir", dest="state_dir", required=True, help="the personality lives here")
+    p.add_argument("--interactive", action="store_true", help="prompt for each line")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--cot", action="store_true", help="ask for step-by-step answers")
+    p.add_argument("--max_new_tokens", type=int, default=64)
+    p.add_argument("--do_sample", action="store_true")
+    p.set_defaults(func=_cmd_chat)
 
 
 def _cmd_train_sae(args) -> int:
@@ -77,4 +90,53 @@ def _cmd_discover_mode(args) -> int:
                                         "top_k": args.top_k, "strength": args.strength})
     runtime.close()
     print(json.dumps({"mode": args.name, "features": mode["features"]}, indent=2))
+    return 0
+
+
+def _cmd_chat(args) -> int:
+    import json
+    import sys
+
+    from transformers import TextStreamer
+
+    from hfself.data import DEFAULT_MODEL
+    from hfself.train import load_causal_lm
+
+    model, tokenizer = load_causal_lm(args.model or DEFAULT_MODEL)
+    runtime = AnimaRuntime(model, tokenizer, load_sae(args.sae), state_dir=args.state_dir)
+    streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True) if args.stream else None
+    routing = "keep"
+    lines = iter(lambda: input("you> "), None) if args.interactive else (line.rstrip("\n") for line in sys.stdin)
+    if args.interactive:
+        print(CHAT_HELP)
+    try:
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            if line == "/quit":
+                break
+            if line.startswith("/mode"):
+                name = line[len("/mode"):].strip() or "off"
+                routing = "auto" if name == "auto" else "keep"
+                runtime.set_mode(None if name in ("off", "auto") else name)
+                print(f"[mode: {name}]")
+            elif line == "/sleep":
+                print(f"[slept; self_model: {runtime.sleep()['self_model']}]")
+            elif line == "/status":
+                print(json.dumps(runtime.status()))
+            else:
+                sleeps = runtime.sleeps
+                if args.stream:
+                    print("anima> ", end="", flush=True)
+                reply = runtime.respond(line, args.max_new_tokens, args.do_sample, mode=routing, streamer=streamer,
+                                        cot=args.cot)
+                if not args.stream:
+                    print(f"anima> {reply}")
+                if runtime.sleeps > sleeps:
+                    print(f"[tired: slept; self_model: {runtime.self_model}]")
+    except EOFError:
+        pass
+    finally:
+        runtime.close()
     return 0

@@ -37,7 +37,7 @@ class SAESteering:
         self.module = self.arch.layers[self.layer].layer
         self.edits: list = []
         self.last_activations: torch.Tensor | None = None  # (d_sae,)
-        self._recorded: list[torch.Tensor] = []  # per forward, while recording
+        self._recorded: list[torch.Tensor] = []  # per forward while recording: (B, d_sae) at the newest position
         self.recording = False
         self._handle = None
 
@@ -54,9 +54,9 @@ class SAESteering:
             self._handle.remove()
             self._handle = None
 
-    def recorded_mean(self) -> torch.Tensor | None:
-        """(d_sae,) mean activation over the forwards since recording started (None if none ran)."""
-        return torch.stack(self._recorded).mean(0) if self._recorded else None
+    def recorded(self) -> torch.Tensor | None:
+        """(forwards, B, d_sae): each forward's newest-position activations since recording started."""
+        return torch.stack(self._recorded) if self._recorded else None
 
     def start_recording(self) -> None:
         self._recorded.clear()
@@ -67,8 +67,8 @@ class SAESteering:
         sae_dtype = self.sae.W_dec.dtype
         features = self.sae.encode(x.to(sae_dtype))  # (B, T, d_sae)
         self.last_activations = features.detach().float().mean(dim=(0, 1))
-        if self.recording:
-            self._recorded.append(self.last_activations)
+        if self.recording:  # the newest position of each row: real under left padding, one per generated token
+            self._recorded.append(features[:, -1].detach().float())  # (B, d_sae)
         edited = features
         for edit in self.edits:
             edited = edit(edited)

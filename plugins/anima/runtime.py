@@ -42,6 +42,8 @@ class AnimaRuntime:
     def __init__(self, model, tokenizer, sae, state_dir: str | Path | None = None,
                  config: AnimaConfig | None = None, valence=None):
         self.model, self.tokenizer, self.sae = model.eval(), tokenizer, sae
+        if tokenizer.pad_token is None:  # batched prompts are left-padded
+            tokenizer.pad_token = tokenizer.eos_token
         self.state_dir = Path(state_dir) if state_dir is not None else None
         saved = self._load_state()
         self.config = config or (AnimaConfig(**saved["config"]) if saved else AnimaConfig())
@@ -141,21 +143,36 @@ class AnimaRuntime:
     # ------------------------------------------------------------------ talking
 
     @torch.no_grad()
-    def _generate(self, prompt: str, max_new_tokens: int, do_sample: bool) -> tuple[str, int]:
-        """(reply, generated token count), with the steering hook recording feature activations."""
+    def _generate(self, prompts: list[str], max_new_tokens: int, do_sample: bool,
+                  streamer=None) -> list[tuple[str, torch.Tensor]]:
+        """Per prompt: (reply, (generated tokens, d_sae) activations at each generating step), left-padded."""
         device = next(self.model.parameters()).device
-        enc = self.tokenizer(prompt, return_tensors="pt").to(device)
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
+        try:
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(device)
+        finally:
+            self.tokenizer.padding_side = side
         self.steering.start_recording()
         try:
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+                                      pad_token_id=self.tokenizer.pad_token_id, streamer=streamer)
         finally:
             self.steering.recording = False
-        new = out[0, enc["input_ids"].shape[1]:]
-        return self.tokenizer.decode(new, skip_special_tokens=True), len(new)
+        recorded = self.steering.recorded()  # (forwards, B, d_sae)
+        results = []
+        for row, new in enumerate(out[:, enc["input_ids"].shape[1]:]):
+            eos = (new == self.tokenizer.eos_token_id).nonzero()
+            length = int(eos[0]) + 1 if len(eos) else len(new)  # what this row generated, its EOS included
+            results.append((self.tokenizer.decode(new[:length], skip_special_tokens=True), recorded[:length, row]))
+        return results
 
-    def prompt_for(self, text: str) -> str:
-        """The self_model as the system prompt (the tokenizer's chat template when it has one)."""
+    def prompt_for(self, text: str, cot: bool = False) -> str:
+        """The self_model as the system prompt (the tokenizer's chat template when it has one).
+
+        ``cot``: ask for a step-by-step answer (an instruction in the prompt; nothing is hidden).
+        """
+        if cot:
+            text = f"{text}\nThink it through step by step before you answer."
         if getattr(self.tokenizer, "chat_template", None):
             messages = [{"role": "system", "content": self.self_model}, {"role": "user", "content": text}]
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -163,21 +180,38 @@ class AnimaRuntime:
 
     @torch.no_grad()
     def respond(self, text: str, max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
-                mode: str | None = "keep") -> str:
+                mode: str | None = "keep", streamer=None, cot: bool = False, learn: bool = True) -> str:
         """Generate a reply through the steered model; then learn from the turn, maybe sleep, and save.
 
         ``mode``: "keep" (the current one), "auto" (routed from the text), a mode name, or None.
+        ``streamer``: a transformers streamer (e.g. ``TextStreamer``) that prints tokens as they come.
+        ``learn=False``: reply only (no reservoir update, memory, fatigue or save).
         """
+        return self.respond_batch([text], max_new_tokens, do_sample, seed, mode, streamer, cot, learn)[0]
+
+    @torch.no_grad()
+    def respond_batch(self, texts: list[str], max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
+                      mode: str | None = "keep", streamer=None, cot: bool = False, learn: bool = True) -> list[str]:
+        """Replies to several prompts in one left-padded batch, from the current state; then learns from each
+        turn in order. With the same state, each reply equals the one ``respond`` gives alone."""
         if mode != "keep":
-            self.set_mode(self.route(text) if mode == "auto" else mode)
+            self.set_mode(self.route(texts[0]) if mode == "auto" else mode)
         torch.manual_seed(seed)
-        reply, generated = self._generate(self.prompt_for(text), max_new_tokens, do_sample)
-        activations = self.steering.recorded_mean()
+        results = self._generate([self.prompt_for(t, cot) for t in texts], max_new_tokens, do_sample, streamer)
+        if learn:
+            for text, (reply, activations) in zip(texts, results):
+                self._learn(text, reply, activations)
+            self.save()
+        return [reply for reply, _ in results]
+
+    def _learn(self, text: str, reply: str, activations: torch.Tensor) -> None:
+        """One turn: reservoir update at the turn's valence, a short-term memory, fatigue; sleep when tired."""
+        mean = activations.mean(0)  # (d_sae,) over the generating steps
         valence = float(self.valence(f"{text} {reply}"))
-        self.reservoir.update(activations, valence)
+        self.reservoir.update(mean, valence)
         self.turns += 1
-        self.fatigue += generated
-        top = torch.topk(activations, k=min(self.config.memory_features, activations.numel()))
+        self.fatigue += len(activations)
+        top = torch.topk(mean, k=min(self.config.memory_features, mean.numel()))
         memory = {"turn": self.turns, "user": text, "reply": reply, "valence": valence, "mode": self.mode,
                   "features": {str(i): round(v, 6) for i, v in zip(top.indices.tolist(), top.values.tolist())}}
         self.short_term.append(memory)
@@ -185,8 +219,6 @@ class AnimaRuntime:
             persist.append_jsonl(self.state_dir / MEMORY_FILE, memory)
         if self.fatigue >= self.config.fatigue_threshold:
             self.sleep()
-        self.save()
-        return reply
 
     # ------------------------------------------------------------------ metabolism
 
@@ -210,12 +242,12 @@ class AnimaRuntime:
             self.set_mode("Dream")
         torch.manual_seed(seed + self.sleeps)
         fragments = "; ".join(m["user"] for m in kept) or "nothing that stayed"
-        dream, _ = self._generate(f"{self.self_model}\nI dream of {fragments}.\n", self.config.dream_max_new_tokens,
-                                  do_sample=True)
+        [(dream, _)] = self._generate([f"{self.self_model}\nI dream of {fragments}.\n"],
+                                      self.config.dream_max_new_tokens, do_sample=True)
         self.set_mode(previous_mode)
         old_self = self.self_model
-        rewritten, _ = self._generate(f"{old_self}\nToday I remember {fragments}. I dreamt: {dream.strip()}\n"
-                                      f"So now I am", self.config.dream_max_new_tokens, do_sample=True)
+        [(rewritten, _)] = self._generate([f"{old_self}\nToday I remember {fragments}. I dreamt: {dream.strip()}\n"
+                                           f"So now I am"], self.config.dream_max_new_tokens, do_sample=True)
         self.self_model = f"I am {' '.join(rewritten.split())}".strip()
         self.sleeps += 1
         record = {"sleep": self.sleeps, "turn": self.turns, "fatigue": self.fatigue, "consolidated": len(kept),
