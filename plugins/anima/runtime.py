@@ -255,7 +255,8 @@ class AnimaRuntime:
                   "self_model": self.self_model}
         if self.state_dir is not None:
             persist.append_jsonl(self.state_dir / DREAM_FILE, record)
-            persist.append_jsonl(self.state_dir / SELF_MODEL_FILE, {"sleep": self.sleeps, "self_model": self.self_model})
+            persist.append_jsonl(self.state_dir / SELF_MODEL_FILE,
+                                 {"sleep": self.sleeps, "self_model": self.self_model})
         self.fatigue, self.short_term = 0, []
         self.save()
         return record
