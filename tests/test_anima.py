@@ -279,3 +279,21 @@ def test_batched_left_padded_prompts_match_one_by_one(trained, tmp_path):
     runtime.respond_batch(texts, max_new_tokens=8)
     assert runtime.turns == 3 and len(runtime.short_term) == 3
     runtime.close()
+
+
+def test_research_questions_write_json_and_png(trained, tmp_path):
+    from hfself_plugins.anima import AnimaConfig, experiments
+
+    model, tok, sae, _ = trained
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path / "state", config=AnimaConfig(dream_max_new_tokens=6))
+    stability = experiments.vector_stability(runtime)
+    assert stability["in_context"]["next_token_kl"] > 0 and stability["out_of_context"]["next_token_kl"] > 0
+    negation = experiments.negative_steering_efficiency(runtime)
+    assert negation["sae_suppression"] < negation["plain"]  # suppression lowers the topic's features
+    drift = experiments.identity_drift(runtime, cycles=3, turns_per_cycle=1)
+    assert len(drift["self_models"]) == 4 and len(drift["step_distance"]) == 3 and drift["verdict"]
+    assert runtime.mode is None
+    runtime.close()
+    for result, name in ((stability, "vector_stability"), (negation, "negative_steering"), (drift, "identity_drift")):
+        files = experiments.write(result, name, tmp_path / "out")
+        assert files["json"].exists() and files["plot"].stat().st_size > 1000

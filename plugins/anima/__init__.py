@@ -3,9 +3,8 @@
 Anatomy: config.py (AnimaConfig), sae.py (load a sae-lens SAE, or train one on the model's
 activations), layer.py (SAESteering: the residual-stream hook), reservoir.py (Reservoir,
 LexiconValence), prism.py (steering modes: built-ins, discovery, router), runtime.py
-(AnimaRuntime); this module holds the hook implementations and ``hfself anima``. The
-metabolism (fatigue, sleep, self_model), ``anima chat`` and the research commands are not
-built yet.
+(AnimaRuntime: talking, metabolism, persistence), experiments.py (the research questions);
+this module holds the hook implementations and ``hfself anima``.
 """
 
 from hfself import hookimpl
@@ -59,6 +58,15 @@ def hfself_register_commands(cli):
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--do_sample", action="store_true")
     p.set_defaults(func=_cmd_chat)
+    p = anima.add_parser("research", help="the seed's questions: vector stability, negative-steering efficiency, "
+                                          "identity drift over sleep cycles (JSON + PNG)")
+    p.add_argument("question", choices=["stability", "negation", "drift"])
+    p.add_argument("--model", default=None, help="Hub id or directory (default: the embedded tiny model)")
+    p.add_argument("--sae", required=True, help="SAE directory or release:sae_id")
+    p.add_argument("--state-dir", dest="state_dir", required=True)
+    p.add_argument("--output_dir", default=".")
+    p.add_argument("--cycles", type=int, default=6, help="drift: sleep cycles")
+    p.set_defaults(func=_cmd_research)
 
 
 def _cmd_train_sae(args) -> int:
@@ -139,4 +147,29 @@ def _cmd_chat(args) -> int:
         pass
     finally:
         runtime.close()
+    return 0
+
+
+def _cmd_research(args) -> int:
+    import json
+
+    from hfself.data import DEFAULT_MODEL
+    from hfself.train import load_causal_lm
+
+    from . import experiments
+
+    model, tokenizer = load_causal_lm(args.model or DEFAULT_MODEL)
+    runtime = AnimaRuntime(model, tokenizer, load_sae(args.sae), state_dir=args.state_dir)
+    try:
+        if args.question == "stability":
+            result, name = experiments.vector_stability(runtime), "vector_stability"
+        elif args.question == "negation":
+            result, name = experiments.negative_steering_efficiency(runtime), "negative_steering"
+        else:
+            result, name = experiments.identity_drift(runtime, cycles=args.cycles), "identity_drift"
+    finally:
+        runtime.close()
+    files = experiments.write(result, name, args.output_dir)
+    summary = {k: v for k, v in result.items() if not isinstance(v, list)}
+    print(json.dumps({**summary, "written": {k: str(v) for k, v in files.items()}}, indent=2, default=str))
     return 0

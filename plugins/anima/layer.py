@@ -2,7 +2,9 @@
 
 The edit is ``x + (decode(edited) − decode(original))``: only the change in feature space
 is added, so the SAE's reconstruction error never enters the residual stream, and an edit
-that changes nothing adds exactly zero.
+that changes nothing adds exactly zero. When the SAE's decoder is affine (no output
+normalization or reshaping, as for residual-stream SAEs), that difference is computed as
+``(edited − original) @ W_dec``: one matmul instead of two decodes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class SAESteering:
             raise SAEDimensionError(f"the SAE reads d_in={d_in} activations but the model's residual stream "
                                     f"({self.arch.model_type}) has hidden_size={self.arch.hidden_size}")
         self.module = self.arch.layers[self.layer].layer
+        cfg = sae.cfg
+        self.affine_decoder = (getattr(cfg, "normalize_activations", "none") == "none"
+                               and getattr(cfg, "reshape_activations", "none") == "none")
         self.edits: list = []
         self.last_activations: torch.Tensor | None = None  # (d_sae,)
         self._recorded: list[torch.Tensor] = []  # per forward while recording: (B, d_sae) at the newest position
@@ -74,5 +79,8 @@ class SAESteering:
             edited = edit(edited)
         if edited is features:
             return output
-        delta = self.sae.decode(edited) - self.sae.decode(features)  # (B, T, d_model); 0 where nothing changed
+        if self.affine_decoder:
+            delta = (edited - features) @ self.sae.W_dec  # (B, T, d_model); the bias cancels
+        else:
+            delta = self.sae.decode(edited) - self.sae.decode(features)  # (B, T, d_model)
         return with_residual(output, x + delta.to(x.dtype))
