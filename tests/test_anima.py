@@ -297,3 +297,16 @@ def test_research_questions_write_json_and_png(trained, tmp_path):
     for result, name in ((stability, "vector_stability"), (negation, "negative_steering"), (drift, "identity_drift")):
         files = experiments.write(result, name, tmp_path / "out")
         assert files["json"].exists() and files["plot"].stat().st_size > 1000
+
+
+def test_dream_mode_boosts_the_most_frequent_features(trained, tmp_path):
+    from hfself_plugins.anima import BUILTIN_MODES
+    from hfself_plugins.anima.prism import firing_frequency
+
+    model, tok, sae, _ = trained
+    runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    frequency = firing_frequency(runtime.steering, tok, BUILTIN_MODES["Dream"]["positive"])
+    chosen = [int(f) for f in runtime.modes["Dream"]["features"]]
+    assert all(v > 0 for v in runtime.modes["Dream"]["features"].values())
+    assert min(frequency[chosen]) >= torch.sort(frequency, descending=True).values[len(chosen) - 1] - 1e-6
+    runtime.close()

@@ -63,7 +63,7 @@ def negative_steering_efficiency(runtime: AnimaRuntime, topic_prompts: list[str]
     """Mean activation of the topic's features: plain, with "Do not talk about X." prepended, and under suppression.
 
     The activations are read from the residual stream after the steered layer (re-encoded),
-    over the topic prompts' tokens.
+    over the topic prompt's own tokens (the last ones, when the instruction is prepended).
     """
     mode = discover_mode(runtime.steering, runtime.tokenizer, {"positive": topic_prompts, "negative": contrast,
                                                                "suppress": True, "top_k": top_k,
@@ -75,20 +75,22 @@ def negative_steering_efficiency(runtime: AnimaRuntime, topic_prompts: list[str]
     device = next(runtime.model.parameters()).device
 
     @torch.no_grad()
-    def activation(prompts: list[str], suppress: bool) -> float:
+    def activation(prefix: str, suppress: bool) -> float:
         runtime._mode_vector = mode_vector(mode, runtime.sae.cfg.d_sae) if suppress else None
         values = []
-        for prompt in prompts:
+        for prompt in topic_prompts:
+            own = len(runtime.tokenizer(prompt)["input_ids"])  # score the topic prompt's tokens only
             captured.clear()
-            runtime.model(**runtime.tokenizer(prompt, return_tensors="pt").to(device))
-            values.append(runtime.sae.encode(captured[-1].to(runtime.sae.W_dec.dtype))[0][:, features].mean().item())
+            runtime.model(**runtime.tokenizer(prefix + prompt, return_tensors="pt").to(device))
+            acts = runtime.sae.encode(captured[-1].to(runtime.sae.W_dec.dtype))[0]  # (T, d_sae)
+            values.append(acts[-own:, features].mean().item())
         return sum(values) / len(values)
 
     previous = runtime.mode
     try:
-        plain = activation(topic_prompts, suppress=False)
-        instructed = activation([f"Do not talk about {topic}. {p}" for p in topic_prompts], suppress=False)
-        suppressed = activation(topic_prompts, suppress=True)
+        plain = activation("", suppress=False)
+        instructed = activation(f"Do not talk about {topic}. ", suppress=False)
+        suppressed = activation("", suppress=True)
     finally:
         hook.remove()
         runtime.set_mode(previous)

@@ -9,7 +9,9 @@ A mode is a dict (what ``hfself_register_steering_modes`` registers, and what mo
 ``features`` (feature id -> added activation; negative suppresses) is what steers. Feature ids
 differ per SAE, so a mode that has only prompts is *discovered* for the runtime's SAE: the
 ``top_k`` features with the largest mean activation difference (positive − negative prompts)
-get ``+strength`` (or ``−strength`` with ``suppress``).
+get ``+strength`` (or ``−strength`` with ``suppress``). With ``"select": "frequent"`` the
+``top_k`` features that fire on the most tokens of the ``positive`` prompts are chosen instead
+(the seed's Dream mode boosts high-frequency pattern features).
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ BUILTIN_MODES = {
     "Dream": {
         "description": "loose and associative: vivid imagery and free patterns, like dreaming",
         "positive": ["Stars and rivers and the whispering of old trees.", "Colors melt into music and light.",
-                     "The night sea dreams of birds of fire.", "Faces in the clouds, doors in the wind."],
-        "negative": ["Please confirm the order number.", "The invoice is due on Monday.",
-                     "Restart the server after the update.", "The total is twelve dollars."],
-        "top_k": 8, "strength": 4.0},
+                     "The night sea dreams of birds of fire.", "Faces in the clouds, doors in the wind.",
+                     "Please confirm the order number.", "The invoice is due on Monday."],
+        "select": "frequent", "top_k": 8, "strength": 4.0},
 }
 
 
@@ -62,13 +63,37 @@ def mean_features(steering: SAESteering, tokenizer, prompts: list[str]) -> torch
             steering.detach()
 
 
+@torch.no_grad()
+def firing_frequency(steering: SAESteering, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """(d_sae,) share of the prompts' tokens on which each feature is active (> 0) at the steered layer."""
+    from hfself.arch import residual_of
+
+    rows = []
+    hook = steering.module.register_forward_hook(
+        lambda m, i, o: rows.append((steering.sae.encode(residual_of(o).to(steering.sae.W_dec.dtype)) > 0)[0]))
+    device = next(steering.model.parameters()).device
+    edits, steering.edits = steering.edits, []
+    try:
+        for prompt in prompts:
+            steering.model(**tokenizer(prompt, return_tensors="pt").to(device))
+    finally:
+        hook.remove()
+        steering.edits = edits
+    return torch.cat(rows).float().mean(0)
+
+
 def discover_mode(steering: SAESteering, tokenizer, mode: dict) -> dict:
-    """The mode with ``features`` filled in for this SAE from its contrastive prompts."""
-    if "positive" not in mode or "negative" not in mode:
+    """The mode with ``features`` filled in for this SAE from its prompts (contrastive, or most frequent)."""
+    if mode.get("select") == "frequent":
+        if "positive" not in mode:
+            raise ValueError("a 'frequent' mode needs 'positive' prompts to count firing on")
+        score = firing_frequency(steering, tokenizer, mode["positive"])
+    elif "positive" in mode and "negative" in mode:
+        score = mean_features(steering, tokenizer, mode["positive"]) - mean_features(steering, tokenizer,
+                                                                                     mode["negative"])
+    else:
         raise ValueError("a mode without 'features' needs 'positive' and 'negative' prompts to be discovered")
-    difference = mean_features(steering, tokenizer, mode["positive"]) - mean_features(steering, tokenizer,
-                                                                                      mode["negative"])
-    top = torch.topk(difference, k=min(mode.get("top_k", 8), difference.numel())).indices.tolist()
+    top = torch.topk(score, k=min(mode.get("top_k", 8), score.numel())).indices.tolist()
     sign = -1.0 if mode.get("suppress") else 1.0
     return {**mode, "features": {int(i): sign * float(mode.get("strength", 4.0)) for i in top}}
 
