@@ -50,7 +50,7 @@ def vector_stability(runtime: AnimaRuntime, in_context: list[str] = SEA, contras
     for name, prompts in (("in_context", in_context), ("out_of_context", out_of_context)):
         runtime.set_mode(None)
         base = mean_features(runtime.steering, runtime.tokenizer, prompts)[features].mean().item()
-        runtime._mode_vector = mode_vector(mode, runtime.sae.cfg.d_sae)  # the learned vector, unnamed
+        runtime.steer_with(mode_vector(mode, runtime.sae.cfg.d_sae))  # the learned vector, unnamed
         out[name] = {"target_activation_base": base, "next_token_kl": _next_token_shift(runtime, prompts)}
     runtime.set_mode(previous)
     out["kl_ratio_out_over_in"] = out["out_of_context"]["next_token_kl"] / max(out["in_context"]["next_token_kl"],
@@ -76,7 +76,7 @@ def negative_steering_efficiency(runtime: AnimaRuntime, topic_prompts: list[str]
 
     @torch.no_grad()
     def activation(prefix: str, suppress: bool) -> float:
-        runtime._mode_vector = mode_vector(mode, runtime.sae.cfg.d_sae) if suppress else None
+        runtime.steer_with(mode_vector(mode, runtime.sae.cfg.d_sae) if suppress else None)
         values = []
         for prompt in topic_prompts:
             own = len(runtime.tokenizer(prompt)["input_ids"])  # score the topic prompt's tokens only

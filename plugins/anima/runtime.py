@@ -127,7 +127,11 @@ class AnimaRuntime:
         if name is not None and name not in self.modes:
             raise ValueError(f"unknown mode {name!r}; modes: {sorted(self.modes)}")
         self.mode = name
-        self._mode_vector = None if name is None else mode_vector(self.modes[name], self.sae.cfg.d_sae)
+        self.steer_with(None if name is None else mode_vector(self.modes[name], self.sae.cfg.d_sae))
+
+    def steer_with(self, vector: torch.Tensor | None) -> None:
+        """Add a (d_sae,) vector to the features at every position (None: nothing); set_mode uses it."""
+        self._mode_vector = vector
 
     def route(self, text: str) -> str:
         """The mode whose description best matches the text's intent."""
