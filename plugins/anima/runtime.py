@@ -45,13 +45,13 @@ class AnimaRuntime:
         if tokenizer.pad_token is None:  # batched prompts are left-padded
             tokenizer.pad_token = tokenizer.eos_token
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        saved = self._load_state()
-        self.config = config or (AnimaConfig(**saved["config"]) if saved else AnimaConfig())
-        self.turns = saved["turns"] if saved else 0
-        self.fatigue = saved.get("fatigue", 0) if saved else 0  # generated tokens since the last sleep
-        self.self_model = saved.get("self_model", self.config.self_model) if saved else self.config.self_model
-        self.short_term: list[dict] = saved.get("short_term", []) if saved else []  # memories since the last sleep
-        self.sleeps = saved.get("sleeps", 0) if saved else 0
+        saved = self._load_state() or {}
+        self.config = config or AnimaConfig(**saved.get("config", {}))
+        self.turns = saved.get("turns", 0)
+        self.fatigue = saved.get("fatigue", 0)  # generated tokens since the last sleep
+        self.self_model = saved.get("self_model", self.config.self_model)
+        self.short_term: list[dict] = saved.get("short_term", [])  # memories since the last sleep
+        self.sleeps = saved.get("sleeps", 0)
         self.valence = valence or LexiconValence()
         self.reservoir = Reservoir(sae.cfg.d_sae, self.config, self._load_reservoir())
         self.steering = SAESteering(model, sae, self.config.layer)
@@ -197,7 +197,8 @@ class AnimaRuntime:
     def respond_batch(self, texts: list[str], max_new_tokens: int = 32, do_sample: bool = False, seed: int = 0,
                       mode: str | None = "keep", streamer=None, cot: bool = False, learn: bool = True) -> list[str]:
         """Replies to several prompts in one left-padded batch, from the current state; then learns from each
-        turn in order. With the same state, each reply equals the one ``respond`` gives alone."""
+        turn in order. With the same state, each reply equals the one ``respond`` gives alone.
+        ``mode="auto"`` routes the whole batch by its first text."""
         if mode != "keep":
             self.set_mode(self.route(texts[0]) if mode == "auto" else mode)
         torch.manual_seed(seed)
