@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 import time
@@ -40,23 +41,13 @@ class _Snapshot:
     def __init__(self, persona: IdentityForCausalLM, callback: IntrospectionCallback):
         self.persona, self.callback = persona, callback
         self.block = {k: v.detach().clone() for k, v in persona.identity_block.state_dict().items()}
-        self.optimizer = _clone(callback.optimizer.state_dict())
+        self.optimizer = copy.deepcopy(callback.optimizer.state_dict())
         self.rounds, self.text = callback.rounds, persona.last_self_description
 
     def restore(self) -> None:
         self.persona.identity_block.load_state_dict(self.block)
-        self.callback.optimizer.load_state_dict(_clone(self.optimizer))
+        self.callback.optimizer.load_state_dict(copy.deepcopy(self.optimizer))
         self.callback.rounds, self.persona.last_self_description = self.rounds, self.text
-
-
-def _clone(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone(v) for v in obj]
-    return obj
 
 
 def measure_introspection(persona: IdentityForCausalLM, tokenizer, rounds: int = 8, perturbations: int = 3,
