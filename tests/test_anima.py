@@ -50,11 +50,12 @@ def test_hooked_layer_is_the_residual_after_that_layer(trained):
     model, _, sae, _ = trained
     steering = SAESteering(model, sae, layer=0)
     steering.attach()
+    steering.start_recording()
     ids = sample_ids()
     with torch.no_grad():  # hidden_states: [0] the embeddings, [1] the output of layer 0 (the last one is normed)
         hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
     steering.detach()
-    torch.testing.assert_close(steering.last_activations, sae.encode(hidden).float().mean(dim=(0, 1)))
+    torch.testing.assert_close(steering.recorded()[0], sae.encode(hidden[:, -1]).float())
 
 
 def test_off_means_off_and_no_hooks_left(trained, tmp_path):
@@ -78,20 +79,21 @@ def test_negative_steering_lowers_the_target_feature(trained):
     ids = sample_ids()
     steering = SAESteering(model, sae, layer=1)
     steering.attach()
-    with torch.no_grad():
-        model(input_ids=ids)
-    target = int(steering.last_activations.argmax())
-    before = steering.last_activations[target].item()
-    # negative steering: the feature's decoder direction is pushed the other way (f_target -> -f_target)
-    steering.edits.append(lambda f: torch.cat([f[..., :target], -f[..., target:target + 1], f[..., target + 1:]], -1))
     captured = []
     probe = model.model.layers[1].register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple)
                                                                                       else o))
     with torch.no_grad():
         model(input_ids=ids)
+    plain = sae.encode(captured[0]).float().mean(dim=(0, 1))
+    target = int(plain.argmax())
+    before = plain[target].item()
+    # negative steering: the feature's decoder direction is pushed the other way (f_target -> -f_target)
+    steering.edits.append(lambda f: torch.cat([f[..., :target], -f[..., target:target + 1], f[..., target + 1:]], -1))
+    with torch.no_grad():
+        model(input_ids=ids)
     probe.remove()
     steering.detach()
-    after = sae.encode(captured[0]).float().mean(dim=(0, 1))[target].item()  # re-read the edited residual
+    after = sae.encode(captured[1]).float().mean(dim=(0, 1))[target].item()  # re-read the edited residual
     assert after < 0.5 * before, (before, after)
 
 

@@ -14,7 +14,7 @@ import torch
 from hfself import persist
 from hfself.plotting import pyplot, save_figure
 
-from .prism import discover_mode, mean_features, mode_vector
+from .prism import discover_mode, mean_features, mode_vector, prompt_features
 from .runtime import AnimaRuntime
 
 SEA = ["The grey sea breaks upon the rocks.", "Waves and salt and the long tide.", "The ship sails into the storm.",
@@ -69,22 +69,12 @@ def negative_steering_efficiency(runtime: AnimaRuntime, topic_prompts: list[str]
                                                                "suppress": True, "top_k": top_k,
                                                                "strength": strength})
     features = [int(f) for f in mode["features"]]
-    layer = runtime.steering.module
-    captured = []
-    hook = layer.register_forward_hook(lambda m, i, o: captured.append(o if torch.is_tensor(o) else o[0]))
-    device = next(runtime.model.parameters()).device
 
-    @torch.no_grad()
     def activation(prefix: str, suppress: bool) -> float:
         runtime.steer_with(mode_vector(mode, runtime.sae.cfg.d_sae) if suppress else None)
-        values = []
-        for prompt in topic_prompts:
-            own = len(runtime.tokenizer(prompt)["input_ids"])  # score the topic prompt's tokens only
-            captured.clear()
-            runtime.model(**runtime.tokenizer(prefix + prompt, return_tensors="pt").to(device))
-            acts = runtime.sae.encode(captured[-1].to(runtime.sae.W_dec.dtype))[0]  # (T, d_sae)
-            values.append(acts[-own:, features].mean().item())
-        return sum(values) / len(values)
+        rows = prompt_features(runtime.steering, runtime.tokenizer, [prefix + p for p in topic_prompts], edited=True)
+        own = [len(runtime.tokenizer(p)["input_ids"]) for p in topic_prompts]  # score the topic prompt's tokens
+        return sum(r[-n:, features].mean().item() for r, n in zip(rows, own)) / len(rows)
 
     previous = runtime.mode
     try:
@@ -92,7 +82,6 @@ def negative_steering_efficiency(runtime: AnimaRuntime, topic_prompts: list[str]
         instructed = activation(f"Do not talk about {topic}. ", suppress=False)
         suppressed = activation("", suppress=True)
     finally:
-        hook.remove()
         runtime.set_mode(previous)
     return {"topic": topic, "features": features, "plain": plain, "prompt_instruction": instructed,
             "sae_suppression": suppressed, "reduction_by_prompt": 1 - instructed / plain if plain else None,

@@ -22,8 +22,8 @@ class SAEDimensionError(ValueError):
 class SAESteering:
     """Attaches an SAE to the output of decoder layer ``layer`` and edits its features.
 
-    ``edit(features) -> features`` is called on (B, T, d_sae) activations; the last
-    forward's mean activations over valid positions are kept in ``last_activations``.
+    ``edit(features) -> features`` is called on (B, T, d_sae) activations. While
+    ``recording``, each forward's newest-position activations are kept (see :meth:`recorded`).
     """
 
     def __init__(self, model: nn.Module, sae, layer: int | None = None):
@@ -41,7 +41,6 @@ class SAESteering:
         self.affine_decoder = (getattr(cfg, "normalize_activations", "none") == "none"
                                and getattr(cfg, "reshape_activations", "none") == "none")
         self.edits: list = []
-        self.last_activations: torch.Tensor | None = None  # (d_sae,)
         self._recorded: list[torch.Tensor] = []  # per forward while recording: (B, d_sae) at the newest position
         self.recording = False
         self._handle = None
@@ -71,7 +70,6 @@ class SAESteering:
         x = residual_of(output)  # (B, T, d_model)
         sae_dtype = self.sae.W_dec.dtype
         features = self.sae.encode(x.to(sae_dtype))  # (B, T, d_sae)
-        self.last_activations = features.detach().float().mean(dim=(0, 1))
         if self.recording:  # the newest position of each row: real under left padding, one per generated token
             self._recorded.append(features[:, -1].detach().float())  # (B, d_sae)
         edited = features

@@ -45,41 +45,41 @@ BUILTIN_MODES = {
 
 
 @torch.no_grad()
-def mean_features(steering: SAESteering, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """(d_sae,) mean SAE activation over the prompts' tokens at the steered layer (no edits applied)."""
-    edits, steering.edits = steering.edits, []
-    attached = steering.attached
-    steering.attach()
-    device = next(steering.model.parameters()).device
-    try:
-        means = []
-        for prompt in prompts:
-            steering.model(**tokenizer(prompt, return_tensors="pt").to(device))
-            means.append(steering.last_activations)
-        return torch.stack(means).mean(0)
-    finally:
-        steering.edits = edits
-        if not attached:
-            steering.detach()
+def prompt_features(steering: SAESteering, tokenizer, prompts: list[str], edited: bool = False) -> list[torch.Tensor]:
+    """Per prompt, (T, d_sae) SAE activations of the residual stream after the steered layer.
 
-
-@torch.no_grad()
-def firing_frequency(steering: SAESteering, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """(d_sae,) share of the prompts' tokens on which each feature is active (> 0) at the steered layer."""
+    ``edited=False``: the model as it is, with no edits; ``edited=True``: after the steering's
+    current edits (re-encoded; the steering must be attached).
+    """
     from hfself.arch import residual_of
 
+    if edited and not steering.attached:
+        raise ValueError("edited=True reads the steered residual: attach the steering first")
+    sae = steering.sae
     rows = []
-    hook = steering.module.register_forward_hook(
-        lambda m, i, o: rows.append((steering.sae.encode(residual_of(o).to(steering.sae.W_dec.dtype)) > 0)[0]))
+    hook = steering.module.register_forward_hook(  # runs after the steering's own hook
+        lambda m, i, o: rows.append(sae.encode(residual_of(o).to(sae.W_dec.dtype))[0].float()))
+    edits = steering.edits
+    if not edited:
+        steering.edits = []
     device = next(steering.model.parameters()).device
-    edits, steering.edits = steering.edits, []
     try:
         for prompt in prompts:
             steering.model(**tokenizer(prompt, return_tensors="pt").to(device))
     finally:
         hook.remove()
         steering.edits = edits
-    return torch.cat(rows).float().mean(0)
+    return rows
+
+
+def mean_features(steering: SAESteering, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """(d_sae,) mean SAE activation over each prompt's tokens, averaged over prompts (no edits applied)."""
+    return torch.stack([rows.mean(0) for rows in prompt_features(steering, tokenizer, prompts)]).mean(0)
+
+
+def firing_frequency(steering: SAESteering, tokenizer, prompts: list[str]) -> torch.Tensor:
+    """(d_sae,) share of the prompts' tokens on which each feature is active (> 0) at the steered layer."""
+    return (torch.cat(prompt_features(steering, tokenizer, prompts)) > 0).float().mean(0)
 
 
 def discover_mode(steering: SAESteering, tokenizer, mode: dict) -> dict:
