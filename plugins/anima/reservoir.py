@@ -19,6 +19,7 @@ class Reservoir:
     def __init__(self, d_sae: int, config: AnimaConfig | None = None, weights: torch.Tensor | None = None):
         self.config = config or AnimaConfig()
         self.weights = torch.zeros(d_sae, dtype=torch.float32) if weights is None else weights.float().clone()
+        self._on_device: tuple | None = None  # (key, weights or None when all zero) for the steering hook
 
     def update(self, activations: torch.Tensor, valence: float) -> None:
         """activations: (d_sae,) mean feature activation of the turn; valence in [−1, 1]."""
@@ -28,11 +29,19 @@ class Reservoir:
         self.weights.mul_(1 - c.reservoir_decay).add_(active, alpha=c.reservoir_lr * float(valence))
         self.weights.clamp_(-c.reservoir_bound, c.reservoir_bound)
 
+    def _weights_like(self, features: torch.Tensor) -> torch.Tensor | None:
+        """The weights on the features' device and dtype (None when all zero), copied once per change."""
+        key = (self.weights._version, self.weights.data_ptr(), features.device, features.dtype)
+        if self._on_device is None or self._on_device[0] != key:
+            w = self.weights.to(device=features.device, dtype=features.dtype) if self.weights.any() else None
+            self._on_device = (key, w)
+        return self._on_device[1]
+
     def edit(self, features: torch.Tensor) -> torch.Tensor:
         """(…, d_sae) → (…, d_sae): each feature scaled by 1 + scale·w (never below zero)."""
-        if not self.weights.any():
+        w = self._weights_like(features)
+        if w is None:
             return features
-        w = self.weights.to(device=features.device, dtype=features.dtype)
         return (features * (1 + self.config.reservoir_scale * w)).clamp_min(0)
 
 

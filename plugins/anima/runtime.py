@@ -131,7 +131,8 @@ class AnimaRuntime:
 
     def steer_with(self, vector: torch.Tensor | None) -> None:
         """Add a (d_sae,) vector to the features at every position (None: nothing); set_mode uses it."""
-        self._mode_vector = vector
+        self._mode_vector = None if vector is None else vector.to(device=self.sae.W_dec.device,
+                                                                  dtype=self.sae.W_dec.dtype)
 
     def route(self, text: str) -> str:
         """The mode whose description best matches the text's intent."""
@@ -142,7 +143,7 @@ class AnimaRuntime:
     def _mode_edit(self, features: torch.Tensor) -> torch.Tensor:
         if self._mode_vector is None:
             return features
-        return features + self._mode_vector.to(device=features.device, dtype=features.dtype)
+        return features + self._mode_vector
 
     # ------------------------------------------------------------------ talking
 
