@@ -1,24 +1,58 @@
-"""Where things are inside a HuggingFace causal LM: one place, one table.
+"""Where attention lives inside any HuggingFace causal LM, found from the model's structure.
 
-``inspect_model(model)`` returns an :class:`ArchInfo` with the decoder layers,
-each layer's attention module and the projections that produce Q and K, plus
-head counts and where positions enter. Q/K may come from separate projections
-(``q_proj``/``k_proj``) or from one fused projection whose output interleaves
-Q, K and V in a model-specific layout; :class:`ProjectionTarget` hides that by
-giving, for every projection, the output positions of the flat Q vector
-(``num_heads * head_dim``, head-major) and the flat K vector.
+``inspect_model(model)`` returns an :class:`ArchInfo`: every decoder layer, and
+for each one its self-attention module (or ``None`` for Mamba, linear-attention,
+convolution and other token mixers that are not softmax attention), the
+projections that produce Q and K, the layer's head counts, how positions enter
+and the residual-stream hook point (the layer's output). Nothing is keyed by
+``config.model_type``:
 
-A model type missing from the table raises :class:`UnsupportedArchitectureError`.
-A plugin adds one with the ``hfself_register_arch_adapters`` hook::
+1. **Layers** are the ``nn.ModuleList`` of blocks inside the language model's
+   decoder (``get_decoder()``), the one whose length is the text config's layer
+   count.
+2. **Attention** is found by one short forward pass with the attention kernel
+   instrumented: every module that calls a transformers attention function
+   (eager, sdpa, flash or flex) is a self-attention module, and the query, key
+   and value it passes are recorded. Layers whose blocks call no kernel are not
+   attention layers. Older modules that compute attention inline are found by
+   class name (``*Attention``, not cross attention) instead.
+3. **Q/K/V units are measured, not assumed.** On a float32 scratch copy of one
+   attention module per kind of layer, every output unit of every projection
+   in it is perturbed (one call each; a sample per head block on wide layers)
+   and classified by what it moves:
+   the query entering the kernel → Q, the key → K, the value → V, none of them
+   (an output gate, o_proj) → not a target. A unit that also moves another
+   projection's output (the low-rank ``q_a_proj`` feeding ``q_b_proj``) is
+   upstream and not a target either. Modules without a kernel call are
+   classified by their output: a Q unit moves only its own row, a K or V unit
+   moves later rows, linearly for V and not for K.
+
+   For DeepSeek-style MLA this gives: Q is biased at ``q_b_proj`` (or
+   ``q_proj``); K at the per-head non-rotary key inside ``kv_b_proj`` (a
+   constant there cancels in softmax, as any key bias does without RoPE) and at
+   the shared rotary key ``k_pe`` inside ``kv_a_proj_with_mqa``, where RoPE
+   makes it position dependent. The compressed latent (it feeds both K and V)
+   is never biased.
+
+A small table of :class:`ArchAdapter` overrides (``hfself_register_arch_adapters``
+from a plugin, or :func:`register_adapter`) still wins: it can name the layers,
+the attention module and its projections, give a fused layout (which the
+measurement must confirm, or it is an error) and mark layers as having no
+attention::
 
     @hookimpl
     def hfself_register_arch_adapters(register):
         register("my_llm", ArchAdapter(layers_path="model.layers", attention="self_attn",
-                                       q_proj="q_proj", k_proj="k_proj"))
+                                       q_proj="q_proj", k_proj="k_proj",
+                                       has_attention=lambda i, layer: i % 4 == 3))
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,7 +61,7 @@ from torch import nn
 
 # --------------------------------------------------------------------------- layouts
 # A layout maps (num_heads, num_kv_heads, head_dim) to the output positions of
-# flat Q and flat K inside one fused QKV projection.
+# flat Q and flat K inside one fused QKV projection (for adapters; discovery measures).
 
 Layout = Callable[[int, int, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -59,96 +93,69 @@ def kv_groups_layout(nh: int, nkv: int, hd: int) -> tuple[torch.Tensor, torch.Te
 
 @dataclass
 class ArchAdapter:
-    """How to find the attention inputs of one model type.
+    """An override for one model type: where its layers, attention and projections are.
 
-    Give either ``q_proj`` and ``k_proj`` (separate projections) or ``qkv_proj``
-    with a ``layout`` (fused). ``layout`` may depend on the config: pass
-    ``layout_for_config`` instead. ``heads`` overrides head-count discovery.
+    Every field is optional; what is left out is discovered. ``q_proj``/``k_proj``
+    name separate projections inside the attention module, ``qkv_proj`` a fused
+    one with its ``layout`` (or ``layout_for_config``); a stated layout must agree
+    with the measurement. ``has_attention(index, layer)`` marks layers that have
+    no self-attention. ``heads`` overrides head counts (config -> (nh, nkv, hd)).
     """
 
-    layers_path: str  # dotted path from the *ForCausalLM to the ModuleList of decoder layers
-    attention: str  # attribute of a decoder layer holding the self-attention module
+    layers_path: str | None = None  # dotted path from the *ForCausalLM to the ModuleList of decoder layers
+    attention: str | None = None  # dotted path inside a decoder layer to its self-attention module
     q_proj: str | None = None
     k_proj: str | None = None
     qkv_proj: str | None = None
     layout: Layout | None = None
     layout_for_config: Callable[[object], Layout] | None = None
-    positional: str | Callable[[object], str] = "rope"  # "rope" | "alibi" | "learned" | "none", or config -> that
-    heads: Callable[[object], tuple[int, int, int]] | None = None  # config -> (nh, nkv, head_dim)
+    positional: str | Callable[[object], str] | None = None  # "rope" | "alibi" | "learned" | "none"
+    heads: Callable[[object], tuple[int, int, int]] | None = None
+    has_attention: Callable[[int, nn.Module], bool] | None = None
 
     def __post_init__(self):
-        separate = self.q_proj is not None and self.k_proj is not None
-        fused = self.qkv_proj is not None and (self.layout or self.layout_for_config) is not None
-        if separate == fused:
-            raise ValueError("ArchAdapter needs q_proj+k_proj, or qkv_proj with a layout (not both).")
+        if (self.q_proj is None) != (self.k_proj is None):
+            raise ValueError("ArchAdapter: give q_proj and k_proj together")
+        if self.qkv_proj is not None and self.q_proj is not None:
+            raise ValueError("ArchAdapter: give q_proj+k_proj or qkv_proj, not both")
+        if self.qkv_proj is not None and (self.layout or self.layout_for_config) is None:
+            raise ValueError("ArchAdapter: a fused qkv_proj needs its layout (or layout_for_config)")
+        if not any((self.layers_path, self.attention, self.q_proj, self.qkv_proj, self.has_attention, self.heads)):
+            raise ValueError("ArchAdapter overrides nothing: give layers_path, attention, projections or has_attention")
 
 
-def _llama_like(**kw) -> ArchAdapter:
-    return ArchAdapter(layers_path="model.layers", attention="self_attn", q_proj="q_proj", k_proj="k_proj", **kw)
-
-
-def _falcon_layout(config) -> Layout:
-    if config.new_decoder_architecture:
-        return kv_groups_layout
-    return blocks_layout if config.multi_query else heads_interleaved_layout
-
-
-def _falcon_heads(config) -> tuple[int, int, int]:
-    nh = config.num_attention_heads
-    if config.new_decoder_architecture:
-        nkv = config.num_kv_heads
-    else:
-        nkv = 1 if config.multi_query else nh
-    return nh, nkv, config.hidden_size // nh
-
-
-def _mpt_heads(config) -> tuple[int, int, int]:
-    return config.n_heads, config.n_heads, config.d_model // config.n_heads
-
-
-_BUILTIN: dict[str, ArchAdapter] = {
-    **{t: _llama_like() for t in (
-        "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-        "olmo", "olmo2", "stablelm", "starcoder2", "granite", "smollm3", "phi", "cohere", "glm")},
-    "phi3": ArchAdapter(layers_path="model.layers", attention="self_attn", qkv_proj="qkv_proj", layout=blocks_layout),
-    "gpt2": ArchAdapter(layers_path="transformer.h", attention="attn", qkv_proj="c_attn", layout=blocks_layout,
-                        positional="learned"),
-    "gptj": ArchAdapter(layers_path="transformer.h", attention="attn", q_proj="q_proj", k_proj="k_proj"),
-    "gpt_neox": ArchAdapter(layers_path="gpt_neox.layers", attention="attention", qkv_proj="query_key_value",
-                            layout=heads_interleaved_layout),
-    "opt": ArchAdapter(layers_path="model.decoder.layers", attention="self_attn", q_proj="q_proj", k_proj="k_proj",
-                       positional="learned"),
-    "falcon": ArchAdapter(layers_path="transformer.h", attention="self_attention", qkv_proj="query_key_value",
-                          layout_for_config=_falcon_layout, heads=_falcon_heads,
-                          positional=lambda config: "alibi" if config.alibi else "rope"),
-    "bloom": ArchAdapter(layers_path="transformer.h", attention="self_attention", qkv_proj="query_key_value",
-                         layout=heads_interleaved_layout, positional="alibi"),
-    "mpt": ArchAdapter(layers_path="transformer.blocks", attention="attn", qkv_proj="Wqkv", layout=blocks_layout,
-                       positional="alibi", heads=_mpt_heads),
-}
-
+_BUILTIN: dict[str, ArchAdapter] = {}  # discovery covers the catalogue; overrides only
 _registered: dict[str, ArchAdapter] = {}
 
 
 def register_adapter(model_type: str, adapter: ArchAdapter) -> None:
-    """Register an adapter in-process (plugins use the ``hfself_register_arch_adapters`` hook)."""
+    """Register an override in-process (plugins use the ``hfself_register_arch_adapters`` hook)."""
     _registered[model_type] = adapter
 
 
 def adapters() -> dict[str, ArchAdapter]:
-    """Every known adapter: the built-in table, then plugins, then in-process registrations."""
+    """Every override: the built-in table, then plugins, then in-process registrations."""
     from hfself.plugins import registry
 
     return {**_BUILTIN, **registry("arch_adapters"), **_registered}
 
 
 def supported_model_types() -> list[str]:
+    """Model types with an explicit override (every other causal LM is discovered)."""
     return sorted(adapters())
 
 
 class UnsupportedArchitectureError(ValueError):
     pass
 
+
+_HOW_TO_REGISTER = (
+    "To override discovery, register an adapter from a plugin: implement the hook "
+    "`hfself_register_arch_adapters(register)` and call `register(model_type, hfself.arch.ArchAdapter("
+    "layers_path=..., attention=..., q_proj=..., k_proj=...))` (or qkv_proj=... with a layout; "
+    "has_attention=... marks layers without attention); see hfself/arch.py. `hfself arch MODEL` shows what "
+    "discovery finds."
+)
 
 # --------------------------------------------------------------------------- results
 
@@ -159,50 +166,97 @@ class ProjectionTarget:
 
     module: nn.Module
     out_features: int
-    q_index: torch.Tensor | None  # (nh*hd,) output positions of flat Q, or None
-    k_index: torch.Tensor | None  # (nkv*hd,) output positions of flat K, or None
+    q_index: torch.Tensor | None  # output positions that feed the query, or None
+    k_index: torch.Tensor | None  # output positions that feed the key, or None
+    v_index: torch.Tensor | None = None  # output positions that feed the value (known when measured)
+    name: str = ""  # path inside the attention module
+    how: str = ""  # how the layout was established
 
     @property
     def is_identity_q(self) -> bool:
         """True when the whole output is Q, in order (a separate q_proj)."""
-        return self.k_index is None and self.q_index is not None and len(self.q_index) == self.out_features
+        return (self.k_index is None and self.q_index is not None and len(self.q_index) == self.out_features
+                and torch.equal(self.q_index, torch.arange(self.out_features)))
 
 
 @dataclass
 class LayerInfo:
     index: int
     layer: nn.Module  # the decoder layer; its output is the residual stream after the layer
-    attention: nn.Module
+    attention: nn.Module | None  # None: this layer mixes tokens without softmax attention (Mamba, linear, conv)
     targets: list[ProjectionTarget]
+    num_heads: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    kind: str = ""  # attention class, or why the layer has none
+
+    @property
+    def has_attention(self) -> bool:
+        return self.attention is not None
+
+    @property
+    def q_width(self) -> int:
+        return sum(len(t.q_index) for t in self.targets if t.q_index is not None)
+
+    @property
+    def k_width(self) -> int:
+        return sum(len(t.k_index) for t in self.targets if t.k_index is not None)
 
 
 @dataclass
 class ArchInfo:
     model_type: str
     hidden_size: int
-    num_layers: int
-    num_heads: int
+    num_layers: int  # all decoder layers, with attention or not
+    num_heads: int  # of the first attention layer (see LayerInfo for per-layer counts)
     num_kv_heads: int
     head_dim: int
-    positional: str  # "rope": rotary applied inside attention, after the Q/K projections
-    fused_qkv: bool
+    positional: str  # "rope" | "alibi" | "learned" | "none"
+    fused_qkv: bool  # some projection feeds more than one of Q, K, V
     layers: list[LayerInfo] = field(repr=False)
+    source: str = "discovered"  # "discovered" or "adapter <model_type>"
+
+    @property
+    def attention_layers(self) -> list[LayerInfo]:
+        return [layer for layer in self.layers if layer.has_attention]
 
     @property
     def q_dim(self) -> int:
-        return self.num_heads * self.head_dim
+        """The widest Q bias any attention layer takes."""
+        return max(layer.q_width for layer in self.attention_layers)
 
     @property
     def k_dim(self) -> int:
-        return self.num_kv_heads * self.head_dim
+        return max(layer.k_width for layer in self.attention_layers)
+
+    def describe(self) -> dict:
+        """A JSON-able report: what was found per layer and how each layout was established."""
+        rows = []
+        for layer in self.layers:
+            row = {"layer": layer.index, "kind": layer.kind}
+            if layer.has_attention:
+                row.update(heads=layer.num_heads, kv_heads=layer.num_kv_heads, head_dim=layer.head_dim,
+                           projections=[{"name": t.name, "out_features": t.out_features,
+                                         "q": 0 if t.q_index is None else len(t.q_index),
+                                         "k": 0 if t.k_index is None else len(t.k_index),
+                                         "v": 0 if t.v_index is None else len(t.v_index), "how": t.how}
+                                        for t in layer.targets])
+            rows.append(row)
+        return {"model_type": self.model_type, "source": self.source, "hidden_size": self.hidden_size,
+                "layers": self.num_layers, "attention_layers": len(self.attention_layers),
+                "positional": self.positional, "fused_qkv": self.fused_qkv, "per_layer": rows}
 
 
-# --------------------------------------------------------------------------- inspection
+# --------------------------------------------------------------------------- small helpers
 
 
 def is_peft_model(model: nn.Module) -> bool:
     """True for peft wrappers (PeftModel and its task subclasses)."""
-    return type(model).__module__.startswith("peft.")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -231,6 +285,11 @@ def out_features_of(module: nn.Module) -> int:
     raise TypeError(f"cannot tell the output size of {type(module).__name__}")
 
 
+def text_config(model: nn.Module):
+    config = unwrap_model(model).config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def _get_path(root: nn.Module, path: str):
     obj = root
     for part in path.split("."):
@@ -240,70 +299,22 @@ def _get_path(root: nn.Module, path: str):
     return obj
 
 
-def _heads_from_config(config) -> tuple[int, int, int]:
-    nh = config.num_attention_heads
-    nkv = getattr(config, "num_key_value_heads", None) or nh
-    hd = getattr(config, "head_dim", None) or config.hidden_size // nh
-    return nh, nkv, hd
+def _is_projection(module: nn.Module) -> bool:
+    """A module that maps the last axis linearly: Linear, Conv1D, or a peft/quantized wrapper of one."""
+    base = projection_base_layer(module)
+    weight = getattr(base, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.dim() == 2 and (hasattr(base, "out_features") or hasattr(base, "nf"))
 
 
-def _unsupported(model_type: str) -> UnsupportedArchitectureError:
-    return UnsupportedArchitectureError(
-        f"hfself does not know where attention lives in model type {model_type!r}. "
-        f"Supported: {', '.join(supported_model_types())}. To add it, register an adapter from a plugin: "
-        "implement the hook `hfself_register_arch_adapters(register)` and call "
-        f"`register({model_type!r}, hfself.arch.ArchAdapter(layers_path=..., attention=..., q_proj=..., k_proj=...))` "
-        "(or qkv_proj=... with a layout for fused projections); see hfself/arch.py."
-    )
-
-
-def inspect_model(model: nn.Module) -> ArchInfo:
-    """Find layers, attention and Q/K projections of any supported causal LM."""
-    lm = unwrap_model(model)
-    config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
-    model_type = config.model_type
-    adapter = adapters().get(model_type)
-    if adapter is None:
-        raise _unsupported(model_type)
-    layers = _get_path(lm, adapter.layers_path)
-    if not isinstance(layers, nn.ModuleList):
-        raise UnsupportedArchitectureError(
-            f"model type {model_type!r}: expected the decoder layers at {adapter.layers_path!r} "
-            f"on {type(lm).__name__}, found {type(layers).__name__}. Is this a causal LM (…ForCausalLM)?"
-        )
-    nh, nkv, hd = (adapter.heads or _heads_from_config)(config)
-    layout = adapter.layout or (adapter.layout_for_config(config) if adapter.layout_for_config else None)
-
-    infos = []
-    for i, layer in enumerate(layers):
-        attn = getattr(layer, adapter.attention)
-        if adapter.qkv_proj:
-            proj = getattr(attn, adapter.qkv_proj)
-            q_index, k_index = layout(nh, nkv, hd)
-            targets = [ProjectionTarget(proj, out_features_of(proj), q_index, k_index)]
-            expected = nh * hd + 2 * nkv * hd
-        else:
-            q, k = getattr(attn, adapter.q_proj), getattr(attn, adapter.k_proj)
-            targets = [ProjectionTarget(q, out_features_of(q), torch.arange(nh * hd), None),
-                       ProjectionTarget(k, out_features_of(k), None, torch.arange(nkv * hd))]
-            expected = None
-            if targets[0].out_features != nh * hd or targets[1].out_features != nkv * hd:
-                raise UnsupportedArchitectureError(
-                    f"model type {model_type!r} layer {i}: q/k projections have {targets[0].out_features}/"
-                    f"{targets[1].out_features} outputs, expected {nh * hd}/{nkv * hd} from the config "
-                    f"(heads={nh}, kv_heads={nkv}, head_dim={hd})."
-                )
-        if expected is not None and targets[0].out_features != expected:
-            raise UnsupportedArchitectureError(
-                f"model type {model_type!r} layer {i}: fused projection has {targets[0].out_features} outputs, "
-                f"expected {expected} (heads={nh}, kv_heads={nkv}, head_dim={hd})."
-            )
-        infos.append(LayerInfo(i, layer, attn, targets))
-
-    return ArchInfo(model_type=model_type, hidden_size=config.hidden_size, num_layers=len(layers), num_heads=nh,
-                    num_kv_heads=nkv, head_dim=hd,
-                    positional=adapter.positional(config) if callable(adapter.positional) else adapter.positional,
-                    fused_qkv=adapter.qkv_proj is not None, layers=infos)
+def _projections(attention: nn.Module) -> dict[str, nn.Module]:
+    """Name -> projection inside an attention module (the LoRA wrapper, not its base_layer or A/B)."""
+    found = {}
+    for name, module in attention.named_modules():
+        if not name or any(part.startswith("lora_") or part == "base_layer" for part in name.split(".")):
+            continue
+        if _is_projection(module) and not any(name.startswith(p + ".") for p in found):
+            found[name] = module
+    return found
 
 
 def residual_of(layer_output) -> torch.Tensor:
@@ -316,3 +327,508 @@ def with_residual(layer_output, hidden: torch.Tensor):
     if isinstance(layer_output, torch.Tensor):
         return hidden
     return (hidden, *layer_output[1:])
+
+
+# --------------------------------------------------------------------------- finding layers
+
+_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers")
+
+
+def _decoder(lm: nn.Module) -> nn.Module:
+    get = getattr(lm, "get_decoder", None)
+    try:
+        decoder = get() if callable(get) else None
+    except Exception:  # some models raise for get_decoder
+        decoder = None
+    return decoder if isinstance(decoder, nn.Module) else getattr(lm, "base_model", lm)
+
+
+def find_layers(lm: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder's ModuleList of blocks: the one whose length is the configured layer count."""
+    config = text_config(lm)
+    wanted = next((getattr(config, k) for k in _LAYER_COUNT_KEYS if isinstance(getattr(config, k, None), int)), None)
+    decoder = _decoder(lm)
+    prefix = next((n for n, m in lm.named_modules() if m is decoder), "")
+    lists = [(name, module) for name, module in decoder.named_modules()
+             if isinstance(module, nn.ModuleList) and len(module) > 0
+             and all(len(list(block.children())) > 0 for block in module)
+             and any(_is_projection(m) for m in module[0].modules())]
+    if not lists:
+        raise UnsupportedArchitectureError(
+            f"{type(lm).__name__}: found no list of decoder blocks (an nn.ModuleList of layers holding linear "
+            f"projections) in {type(decoder).__name__}. Is this a causal LM (…ForCausalLM)? {_HOW_TO_REGISTER}")
+    exact = [item for item in lists if len(item[1]) == wanted]
+    name, layers = min(exact, key=lambda item: item[0].count(".")) if exact else \
+        max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+    return ".".join(p for p in (prefix, name) if p), layers
+
+
+# --------------------------------------------------------------------------- observing the kernel
+
+
+KERNEL = "<attention kernel>"
+
+
+class _Recorder:
+    """Collects the query/key/value each attention module hands to the attention kernel.
+
+    ``events`` (shared with projection hooks) keeps the call order, so a
+    projection that runs after the kernel (an output projection) is known.
+    """
+
+    def __init__(self, replace: bool = False, events: list | None = None):
+        self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.replace = replace  # True: compute a plain softmax attention instead of the model's kernel
+        self.events = events if events is not None else []
+
+    def wrap(self, function: Callable) -> Callable:
+        def recording_attention(module, query, key, value, *args, **kwargs):
+            self.calls.append((module, query.detach(), key.detach(), value.detach()))
+            self.events.append(KERNEL)
+            if not self.replace:
+                return function(module, query, key, value, *args, **kwargs)
+            return _plain_attention(query, key, value), None
+
+        return recording_attention
+
+
+def _plain_attention(query, key, value) -> torch.Tensor:
+    """(B, H, T, D) query, (B, Hkv, T, D) key/value -> (B, T, H, Dv), causal softmax attention."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    d = min(query.shape[-1], key.shape[-1])
+    scores = query[..., :d] @ key[..., :d].transpose(-1, -2) / math.sqrt(d)
+    t_q, t_k = scores.shape[-2:]
+    causal = torch.ones(t_q, t_k, dtype=torch.bool, device=scores.device).tril(t_k - t_q)
+    return (scores.masked_fill(~causal, float("-inf")).softmax(-1) @ value).transpose(1, 2)
+
+
+@contextmanager
+def _instrumented_kernels(recorder: _Recorder):
+    """Route every ``AttentionInterface.get_interface`` lookup through ``recorder`` (process-wide, briefly)."""
+    from transformers.modeling_utils import AttentionInterface
+
+    original = AttentionInterface.get_interface
+
+    def get_interface(self, attn_implementation, default):
+        return recorder.wrap(original(self, attn_implementation, default))
+
+    AttentionInterface.get_interface = get_interface
+    try:
+        yield recorder
+    finally:
+        AttentionInterface.get_interface = original
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_forward(*_):
+    raise _Stop
+
+
+def _probe_ids(lm: nn.Module, length: int) -> torch.Tensor:
+    config = text_config(lm)
+    vocab = getattr(config, "vocab_size", None) or 256
+    device = next((p.device for p in lm.parameters()), torch.device("cpu"))
+    return (torch.arange(length, device=device) * 7 + 3).remainder(max(vocab - 1, 2)).unsqueeze(0) + 1
+
+
+def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
+    """One no-grad forward: the inputs of every candidate module in the layers, and the kernel calls."""
+    captured: dict[int, tuple[tuple, dict]] = {}
+    handles = []
+    for layer in layers:
+        for module in layer.modules():
+            if module is not layer and len(_projections(module)) >= 1 and not _is_projection(module):
+                handles.append(module.register_forward_pre_hook(
+                    lambda m, args, kwargs: captured.setdefault(id(m), (args, kwargs)) and None, with_kwargs=True))
+    last = layers[len(layers) - 1]
+    handles.append(last.register_forward_hook(_stop_forward))
+    recorder = _Recorder()
+    try:
+        with torch.no_grad(), _instrumented_kernels(recorder):
+            lm(input_ids=_probe_ids(lm, length), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return captured, recorder.calls
+
+
+# --------------------------------------------------------------------------- measuring Q/K/V units
+
+
+class LayoutError(UnsupportedArchitectureError):
+    pass
+
+
+def _to_scratch(value):
+    """A captured argument on CPU, floating tensors in float32."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to("cpu")
+        if value.is_floating_point():
+            value = value.float()
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_scratch(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_scratch(v) for k, v in value.items()}
+    return value
+
+
+def _scratch_module(attention: nn.Module) -> nn.Module:
+    """A float32 CPU copy of one attention module: the measurement never touches the model itself."""
+    scratch = copy.deepcopy(attention)
+    return scratch.to("cpu", torch.float32).eval()
+
+
+def _units_to_test(width: int, block: int) -> torch.Tensor:
+    if width <= 2048 or block <= 2:
+        return torch.arange(width)
+    starts = torch.arange(0, width, block)
+    return torch.cat([starts, (starts + block // 2).clamp(max=width - 1), (starts + block - 1).clamp(max=width - 1)]
+                     ).unique()
+
+
+def measure_layout(attention: nn.Module, inputs: tuple[tuple, dict], via_kernel: bool
+                   ) -> dict[str, dict[str, torch.Tensor]]:
+    """Classify every output unit of the attention module's projections as Q, K, V or none.
+
+    Returns ``{projection name: {"q": units, "k": units, "v": units}}`` for the
+    projections with a Q or K unit. See the module docstring for the method.
+    """
+    scratch = _scratch_module(attention)
+    args, kwargs = inputs
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
+    block = _head_block(scratch, args, kwargs, via_kernel)
+    result = {}
+    for name in _projections(scratch):
+        observed = _classify_units(scratch, name, block, args, kwargs, via_kernel)
+        if observed is not None:
+            result[name] = observed
+    return result
+
+
+def _classify_units(scratch, name, block, args, kwargs, via_kernel):
+    """Perturb each tested unit of projection ``name`` (one call each) and see what moves.
+
+    Through the kernel every position of the unit is perturbed; at the output
+    only position ``pos`` is, once by delta and once by 2 delta (linearity).
+    """
+    projections = _projections(scratch)
+    width = out_features_of(projections[name])
+    units = _units_to_test(width, block)
+    args, kwargs = _to_scratch(args), _to_scratch(kwargs)
+    length = next(a for a in _tensors(args, kwargs) if a.dim() == 3).shape[1]
+    pos, last = 1, length - 1  # K/V: early, so several later rows see it; Q: last, so it sees many keys
+    perturbation: list = [None]  # (unit, scale, position) or None for the unperturbed call
+
+    def perturb(module, inputs, output):
+        if perturbation[0] is None:
+            return output
+        unit, scale, at = perturbation[0]
+        output = output.clone()
+        output[..., at, unit] += scale
+        return output
+
+    def call(unit=None, scale=4.0, at=slice(None)):
+        """One forward: (q, k, v at the kernel or None, output, outputs of projections run before the kernel)."""
+        perturbation[0] = None if unit is None else (unit, scale, at)
+        events, seen = [], {}
+        handles = [projections[name].register_forward_hook(perturb)]
+        handles += [p.register_forward_hook(lambda m, i, o, key=key: (seen.setdefault(key, o.detach()),
+                                                                      events.append(key)) and None)
+                    for key, p in projections.items() if key != name]
+        recorder = _Recorder(replace=True, events=events)
+        try:
+            with torch.no_grad(), _instrumented_kernels(recorder):
+                out = scratch(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        before_kernel = events[:events.index(KERNEL)] if KERNEL in events else []
+        return (recorder.calls[0][1:] if recorder.calls else None), out, {k: seen[k] for k in before_kernel}
+
+    base_qkv, base_out, base_before = call()
+    if via_kernel and base_qkv is None:
+        return None
+    kinds: dict[str, list[int]] = {kind: [] for kind in "qkv"}
+    for unit in units.tolist():
+        qkv, out, before = call(unit, at=slice(None) if via_kernel else pos)
+        if any(_differs(before[k], base_before[k]) for k in base_before if k in before):
+            continue  # upstream of another projection (q_a_proj feeding q_b_proj): not a target
+        if via_kernel:
+            hit = [kind for kind, a, b in zip("qkv", qkv, base_qkv) if _differs(a, b)]
+            if len(hit) == 1:
+                kinds[hit[0]].append(unit)
+            continue
+        if not isinstance(out, torch.Tensor) or out.dim() != 3:
+            return None
+        moved = (out - base_out).abs().amax(-1)[0] > 1e-5 * (1 + base_out.abs().amax())  # (T,)
+        if moved[:pos].any():
+            raise LayoutError(f"{type(scratch).__name__}: perturbing position {pos} of {name} moved earlier "
+                              "positions: this attention is not causal")
+        if moved[pos + 1:].any():  # later rows moved: a value unit acts linearly, a key unit through the softmax
+            kinds["v" if _linear(call, unit, pos, out, base_out) else "k"].append(unit)
+            continue
+        _, out, _ = call(unit, at=last)
+        if _differs(out, base_out) and not _linear(call, unit, last, out, base_out):
+            kinds["q"].append(unit)  # only its own row, through the softmax: a query unit
+        # else: only its own row, linearly: the output side (o_proj, dense), not a target
+    if len(units) < width:  # blocks were sampled: every sampled unit of a block must agree
+        kinds = _expand_blocks(kinds, units, width, block, name)
+    if not kinds["q"] and not kinds["k"]:
+        return None
+    return {kind: torch.tensor(sorted(v), dtype=torch.long) for kind, v in kinds.items()}
+
+
+def _linear(call, unit, at, out, base_out) -> bool:
+    """Does doubling the perturbation double the output change?"""
+    _, out2, _ = call(unit, scale=8.0, at=at)
+    d1, d2 = out - base_out, out2 - base_out
+    return bool((d2 - 2 * d1).abs().amax() <= 1e-3 * (d2.abs().amax() + 1e-12))
+
+
+def _differs(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape != b.shape or bool((a - b).abs().amax() > 1e-5 * (1 + b.abs().amax()))
+
+
+def _tensors(args, kwargs):
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, torch.Tensor):
+            yield value
+
+
+def _head_block(scratch, args, kwargs, via_kernel) -> int:
+    """The size of the unit blocks that share a class: the head size seen at the kernel (or the config's)."""
+    if via_kernel:
+        recorder = _Recorder(replace=True)
+        with torch.no_grad(), _instrumented_kernels(recorder):
+            scratch(*_to_scratch(args), **_to_scratch(kwargs))
+        if recorder.calls:
+            _, q, k, v = recorder.calls[0]
+            return math.gcd(q.shape[-1], k.shape[-1], v.shape[-1])
+    config = getattr(scratch, "config", None)
+    head_dim = getattr(config, "head_dim", None) if config is not None else None
+    return head_dim or 64
+
+
+def _expand_blocks(kinds, units, width, block, name):
+    out = {kind: [] for kind in kinds}
+    label = {u: kind for kind, us in kinds.items() for u in us}
+    for start in range(0, width, block):
+        sampled = [u for u in units.tolist() if start <= u < start + block]
+        labels = {label.get(u) for u in sampled}
+        if len(labels) > 1:
+            raise LayoutError(f"{name}: units {start}..{start + block - 1} do not share one role ({labels})")
+        kind = labels.pop()
+        if kind is not None:
+            out[kind].extend(range(start, min(start + block, width)))
+    return out
+
+
+# --------------------------------------------------------------------------- inspection
+
+_CROSS = re.compile(r"(cross|encoder_attn|crossattention)", re.I)
+
+
+def _inline_attention(layer: nn.Module) -> tuple[str, nn.Module] | None:
+    """For modules that compute attention inline: the innermost ``*Attention`` module that is not cross attention."""
+    found = [(name, m) for name, m in layer.named_modules()
+             if name and "attention" in type(m).__name__.lower() and not _CROSS.search(name + type(m).__name__)
+             and len(_projections(m)) >= 2]
+    if not found:
+        return None
+    return max(found, key=lambda item: item[0].count("."))
+
+
+def _positional(lm: nn.Module, kwargs: dict, config) -> str:
+    rope_keys = [k for k, v in config.to_dict().items() if ("rope" in k or "rotary" in k) and v]
+    if kwargs.get("position_embeddings") is not None or rope_keys or any("rotary" in type(m).__name__.lower()
+                                                                         for m in lm.modules()):
+        return "rope"
+    if getattr(config, "alibi", False) or "alibi" in kwargs or any("alibi" in n for n in _flat_keys(config)):
+        return "alibi"
+    if any(isinstance(m, nn.Embedding) and re.search(r"(pos|wpe)", n) for n, m in lm.named_modules()):
+        return "learned"
+    return "none"
+
+
+def _flat_keys(config) -> list[str]:
+    values = config.to_dict()
+    keys = [k for k, v in values.items() if v is True]
+    for v in values.values():
+        if isinstance(v, dict):
+            keys += [k for k, x in v.items() if x is True]
+    return keys
+
+
+def _signature(attention: nn.Module) -> tuple:
+    return (type(attention).__name__, tuple((n, out_features_of(p)) for n, p in _projections(attention).items()))
+
+
+def inspect_model(model: nn.Module) -> ArchInfo:
+    """Find layers, attention and Q/K projections of any causal LM (see the module docstring)."""
+    lm = unwrap_model(model)
+    config = text_config(lm)
+    model_type = getattr(config, "model_type", "") or type(lm).__name__
+    adapter = adapters().get(model_type) or adapters().get(getattr(lm.config, "model_type", ""))
+    if adapter is not None and adapter.layers_path:
+        layers = _get_path(lm, adapter.layers_path)
+        if not isinstance(layers, nn.ModuleList):
+            raise UnsupportedArchitectureError(
+                f"adapter for {model_type!r}: expected the decoder layers at {adapter.layers_path!r} on "
+                f"{type(lm).__name__}, found {type(layers).__name__}.")
+    else:
+        _, layers = find_layers(lm)
+
+    captured, calls = _capture(lm, layers)
+    called = {}
+    for module, q, k, v in calls:
+        called.setdefault(id(module), (module, q, k, v))
+    layer_of = {}
+    for i, layer in enumerate(layers):
+        for module in layer.modules():
+            layer_of.setdefault(id(module), i)
+
+    infos, measured, fused, positional = [], {}, False, None
+    for i, layer in enumerate(layers):
+        attention, name = _attention_of(layer, i, adapter, called)
+        if attention is None:
+            infos.append(LayerInfo(i, layer, None, [], kind=name))
+            continue
+        inputs = captured.get(id(attention))
+        if inputs is None:
+            raise UnsupportedArchitectureError(f"{model_type!r} layer {i}: attention module {name!r} did not run "
+                                               f"in a forward pass. {_HOW_TO_REGISTER}")
+        positional = positional or _positional(lm, inputs[1], config)
+        via_kernel = id(attention) in called
+        sig = _signature(attention) + (via_kernel,)
+        if sig not in measured:
+            measured[sig] = measure_layout(attention, inputs, via_kernel)
+        layout = measured[sig]
+        projections = _projections(attention)
+        targets = _targets(projections, layout, adapter, config, model_type, i, via_kernel)
+        if not targets:
+            raise UnsupportedArchitectureError(
+                f"{model_type!r} layer {i}: no projection in {type(attention).__name__} feeds the query or key "
+                f"alone. {_HOW_TO_REGISTER}")
+        fused |= any(sum(x is not None for x in (t.q_index, t.k_index, t.v_index)) > 1 for t in targets)
+        nh, nkv, hd = _heads(attention, called, config, adapter, targets)
+        infos.append(LayerInfo(i, layer, attention, targets, nh, nkv, hd, kind=type(attention).__name__))
+
+    attention_layers = [info for info in infos if info.has_attention]
+    if not attention_layers:
+        raise UnsupportedArchitectureError(
+            f"{type(lm).__name__} ({model_type!r}) has no self-attention in any of its {len(layers)} layers "
+            "(a state-space, recurrent or linear-attention model such as Mamba, RWKV or xLSTM): hfself conditions "
+            f"softmax attention, so it cannot take part. {_HOW_TO_REGISTER}")
+    first = attention_layers[0]
+    if adapter is not None and adapter.positional is not None:
+        positional = adapter.positional(config) if callable(adapter.positional) else adapter.positional
+    hidden = next(getattr(config, k) for k in ("hidden_size", "n_embd", "d_model", "dim")
+                  if isinstance(getattr(config, k, None), int))
+    return ArchInfo(model_type=model_type, hidden_size=hidden, num_layers=len(layers), num_heads=first.num_heads,
+                    num_kv_heads=first.num_kv_heads, head_dim=first.head_dim, positional=positional or "none",
+                    fused_qkv=fused, layers=infos,
+                    source=f"adapter {model_type}" if adapter is not None else "discovered")
+
+
+def _attention_of(layer: nn.Module, index: int, adapter: ArchAdapter | None, called: dict):
+    """(attention module, its name) of one decoder layer, or (None, why there is none)."""
+    if adapter is not None and adapter.has_attention is not None and not adapter.has_attention(index, layer):
+        return None, "no attention (adapter)"
+    if adapter is not None and adapter.attention:
+        module = _get_path(layer, adapter.attention)
+        if module is None:
+            raise UnsupportedArchitectureError(f"adapter: layer {index} has no {adapter.attention!r}")
+        return module, adapter.attention
+    in_layer = [(name, m) for name, m in layer.named_modules() if id(m) in called and not _CROSS.search(name)]
+    if in_layer:
+        return in_layer[0][1], in_layer[0][0]
+    if called:  # this model's attention calls the kernel; this layer's token mixer does not
+        mixer = next((type(m).__name__ for n, m in layer.named_children() if _projections(m)), "none")
+        return None, f"no attention ({mixer})"
+    found = _inline_attention(layer)
+    if found is None:
+        return None, "no attention"
+    return found[1], found[0]
+
+
+def _targets(projections, layout, adapter, config, model_type, index, via_kernel) -> list[ProjectionTarget]:
+    how = "measured at the attention kernel" if via_kernel else "measured at the attention output"
+    targets = []
+    if adapter is not None and (adapter.q_proj or adapter.qkv_proj):
+        names = [adapter.qkv_proj] if adapter.qkv_proj else [adapter.q_proj, adapter.k_proj]
+        for n in names:
+            if n not in projections:
+                raise UnsupportedArchitectureError(f"adapter for {model_type!r}: layer {index} has no "
+                                                   f"projection {n!r}; it has {sorted(projections)}")
+        if adapter.qkv_proj:
+            nh, nkv, hd = (adapter.heads or _config_heads)(config)
+            fn = adapter.layout or adapter.layout_for_config(config)
+            q, k = fn(nh, nkv, hd)
+            found = layout.get(adapter.qkv_proj)
+            if found is not None and not (_same(q, found["q"]) and _same(k, found["k"])):
+                raise LayoutError(
+                    f"adapter for {model_type!r}: the layout it states for {adapter.qkv_proj!r} (Q {len(q)} units, "
+                    f"K {len(k)}) is contradicted by the measurement (Q {len(found['q'])}, K {len(found['k'])}).")
+            proj = projections[adapter.qkv_proj]
+            v = found["v"] if found is not None else None
+            return [ProjectionTarget(proj, out_features_of(proj), q, k, v, adapter.qkv_proj,
+                                     "adapter layout, confirmed by measurement" if found else "adapter layout")]
+        for n, kind in ((adapter.q_proj, "q"), (adapter.k_proj, "k")):
+            proj = projections[n]
+            width = out_features_of(proj)
+            idx = torch.arange(width)
+            found = layout.get(n)
+            if found is not None and not _same(idx, found[kind]):
+                raise LayoutError(f"adapter for {model_type!r}: {n!r} does not feed the {kind.upper()} alone "
+                                  f"(measured {len(found[kind])} of {width} units)")
+            targets.append(ProjectionTarget(proj, width, idx if kind == "q" else None, idx if kind == "k" else None,
+                                            None, n, "adapter"))
+        return targets
+    for name, proj in projections.items():
+        found = layout.get(name)
+        if found is None:
+            continue
+        targets.append(ProjectionTarget(proj, out_features_of(proj), *(found[k] if len(found[k]) else None
+                                                                        for k in "qkv"), name, how))
+    return [t for t in targets if t.q_index is not None or t.k_index is not None]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return len(a) == len(b) and torch.equal(a.sort().values, b.sort().values)
+
+
+def _config_heads(config) -> tuple[int, int, int]:
+    nh = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+    nkv = getattr(config, "num_key_value_heads", None) or nh
+    hd = getattr(config, "head_dim", None) or config.hidden_size // nh
+    return nh, nkv, hd
+
+
+def _heads(attention, called, config, adapter, targets) -> tuple[int, int, int]:
+    if adapter is not None and adapter.heads is not None:
+        return adapter.heads(config)
+    if id(attention) in called:
+        _, q, k, _ = called[id(attention)]
+        return q.shape[1], k.shape[1], q.shape[-1]
+    nh = getattr(attention, "num_heads", None) or getattr(attention, "num_attention_heads", None)
+    hd = getattr(attention, "head_dim", None) or getattr(attention, "attention_head_size", None)
+    try:
+        c_nh, c_nkv, c_hd = _config_heads(config)
+    except (AttributeError, TypeError, ZeroDivisionError):
+        c_nh = c_nkv = c_hd = 0
+    nh, hd = nh or c_nh, hd or c_hd
+    q_width = sum(len(t.q_index) for t in targets if t.q_index is not None)
+    k_width = sum(len(t.k_index) for t in targets if t.k_index is not None)
+    if hd:
+        nh, nkv = q_width // hd or nh, k_width // hd or c_nkv
+    else:
+        nkv = c_nkv
+    return int(nh or 0), int(nkv or 0), int(hd or 0)

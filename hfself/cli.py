@@ -21,15 +21,12 @@ def _cmd_arch(args) -> int:
     from hfself.arch import inspect_model
 
     config = AutoConfig.from_pretrained(args.model)
-    with torch.device("meta"):  # shapes only, no memory
-        model = AutoModelForCausalLM.from_config(config)
-    info = inspect_model(model)
-    print(json.dumps({
-        "model_type": info.model_type, "layers": info.num_layers, "hidden_size": info.hidden_size,
-        "heads": info.num_heads, "kv_heads": info.num_kv_heads, "head_dim": info.head_dim,
-        "positional": info.positional, "fused_qkv": info.fused_qkv,
-        "projections": [type(t.module).__name__ for t in info.layers[0].targets],
-    }, indent=2))
+    if args.layers is not None:  # the layout is structural: a few layers show it without the memory of all
+        for key in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+            if isinstance(getattr(config.get_text_config(), key, None), int):
+                setattr(config.get_text_config(), key, args.layers)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    print(json.dumps(inspect_model(model).describe(), indent=2))
     return 0
 
 
@@ -38,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     p = sub.add_parser("plugins", help="list loaded plugins and what they registered (JSON)")
     p.set_defaults(func=_cmd_plugins)
-    p = sub.add_parser("arch", help="show what hfself finds in a model's architecture (config only)")
-    p.add_argument("model", help="Hub id or local directory")
+    p = sub.add_parser("arch", help="show what hfself finds in a model: attention per layer, Q/K projections, "
+                                    "how each layout was established (JSON; random weights from the config)")
+    p.add_argument("model", help="Hub id or local directory (only its config.json is read)")
+    p.add_argument("--layers", type=int, default=None, help="build only this many layers (a large model's layout "
+                                                            "from its first layers)")
     p.set_defaults(func=_cmd_arch)
     plugins.get_plugin_manager().hook.hfself_register_commands(cli=sub)
     return parser

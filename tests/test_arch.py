@@ -5,8 +5,8 @@ import torch
 from tiny_models import CONFIGS, NO_ROPE, sample_ids, tiny_model
 
 from hfself import plugins
-from hfself.arch import (ArchAdapter, UnsupportedArchitectureError, blocks_layout, heads_interleaved_layout,
-                         inspect_model, kv_groups_layout, register_adapter, residual_of, supported_model_types)
+from hfself.arch import (ArchAdapter, LayoutError, UnsupportedArchitectureError, blocks_layout,
+                         heads_interleaved_layout, inspect_model, kv_groups_layout, register_adapter, residual_of)
 
 ARCHS = sorted(CONFIGS)
 
@@ -53,7 +53,7 @@ def test_inspect_counts(name):
     k = torch.cat([t.k_index for t in info.layers[0].targets if t.k_index is not None])
     assert len(q) == info.q_dim and len(k) == info.k_dim
     assert info.positional == ("rope" if name not in NO_ROPE else info.positional)
-    assert config.model_type in supported_model_types()
+    assert info.source == "discovered"
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -121,13 +121,23 @@ def test_residual_hook_point_is_the_layer_output():
     assert seen["x"].shape == (2, 12, 64)
 
 
-def test_unknown_architecture_error_names_type_and_fix():
-    model = tiny_model("llama")
+def test_unknown_model_type_is_discovered_by_structure():
+    model = tiny_model("gpt_neox")
     model.config.model_type = "totally_new_llm"
+    info = inspect_model(model)
+    assert info.model_type == "totally_new_llm" and info.fused_qkv
+    assert all("measured" in t.how for layer in info.layers for t in layer.targets)
+
+
+def test_model_without_attention_error_says_why_and_how():
+    from transformers import AutoModelForCausalLM, MambaConfig
+
+    model = AutoModelForCausalLM.from_config(MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=256,
+                                                         state_size=4))
     with pytest.raises(UnsupportedArchitectureError) as err:
         inspect_model(model)
     msg = str(err.value)
-    assert "totally_new_llm" in msg and "llama" in msg and "hfself_register_arch_adapters" in msg
+    assert "no self-attention" in msg and "hfself_register_arch_adapters" in msg
 
 
 def test_register_adapter_for_new_type():
@@ -142,16 +152,46 @@ def test_register_adapter_for_new_type():
         arch._registered.pop("my_llm")
 
 
-def test_adapter_needs_projections():
+def test_adapter_must_override_something():
     with pytest.raises(ValueError):
-        ArchAdapter(layers_path="model.layers", attention="self_attn")
+        ArchAdapter()
+    with pytest.raises(ValueError, match="layout"):
+        ArchAdapter(qkv_proj="c_attn")
 
 
-def test_head_count_mismatch_is_clear():
+def test_adapter_layout_contradicted_by_measurement_is_an_error():
+    model = tiny_model("gpt2")
+    model.config.model_type = "wrong_layout_llm"
+    register_adapter("wrong_layout_llm", ArchAdapter(qkv_proj="c_attn", layout=heads_interleaved_layout))
+    try:
+        with pytest.raises(LayoutError, match="contradicted"):
+            inspect_model(model)
+        register_adapter("wrong_layout_llm", ArchAdapter(qkv_proj="c_attn", layout=blocks_layout))
+        assert "confirmed by measurement" in inspect_model(model).layers[0].targets[0].how
+    finally:
+        from hfself import arch
+        arch._registered.pop("wrong_layout_llm")
+
+
+def test_hybrid_layers_without_attention_are_skipped():
+    from catalogue import build
+
+    info = inspect_model(build("qwen3_next"))
+    kinds = [layer.has_attention for layer in info.layers]
+    assert True in kinds and False in kinds
+    gated = info.attention_layers[0].targets[0]  # q_proj also carries the output gate: half its units are Q
+    assert gated.out_features == 2 * len(gated.q_index)
+
+
+def test_adapter_can_mark_layers_without_attention():
     model = tiny_model("llama")
-    model.config.num_attention_heads = 8
-    with pytest.raises(UnsupportedArchitectureError, match="expected"):
-        inspect_model(model)
+    model.config.model_type = "half_attention_llm"
+    register_adapter("half_attention_llm", ArchAdapter(has_attention=lambda i, layer: i == 1))
+    try:
+        assert [layer.has_attention for layer in inspect_model(model).layers] == [False, True]
+    finally:
+        from hfself import arch
+        arch._registered.pop("half_attention_llm")
 
 
 def test_plugin_registered_adapter():

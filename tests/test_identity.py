@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from tiny_models import IDENTITY_ARCHS, NO_ROPE, sample_ids, tiny_model
+from tiny_models import IDENTITY_ARCHS, NO_ROPE, VOCAB, sample_ids, tiny_model
+from transformers import AutoModelForCausalLM
 
 from hfself import IdentityConfig, IdentityForCausalLM
 from hfself.arch import UnsupportedArchitectureError
@@ -164,10 +165,19 @@ def test_persona_on_another_base_is_refused(tmp_path):
         IdentityForCausalLM.from_pretrained(tmp_path, base_model=tiny_model("gpt2"))
 
 
-def test_unknown_architecture():
+def test_unknown_model_type_is_found_by_structure():
     base = tiny_model("llama")
-    base.config.model_type = "mystery_lm"
-    with pytest.raises(UnsupportedArchitectureError, match="mystery_lm"):
+    base.config.model_type = "mystery_lm"  # nothing is keyed by the type string
+    model = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
+    assert len(model.injector.targets) == 4
+
+
+def test_model_without_attention_is_refused():
+    from transformers import MambaConfig
+
+    base = AutoModelForCausalLM.from_config(MambaConfig(hidden_size=32, num_hidden_layers=2, vocab_size=VOCAB,
+                                                        state_size=4))
+    with pytest.raises(UnsupportedArchitectureError, match="no self-attention"):
         IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
 
 
@@ -186,5 +196,5 @@ def test_bad_config_values():
         IdentityConfig(identity_dim=8, inject_q=False, inject_k=False)
     with pytest.raises(ValueError, match="unknown identity block"):
         IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8, block="nope"))
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ValueError, match="not attention layers"):
         IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8, layers=[5]))

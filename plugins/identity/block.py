@@ -33,10 +33,13 @@ class IdentityBlock(nn.Module):
     def __init__(self, config: IdentityConfig, arch: ArchInfo):
         super().__init__()
         d_model = arch.hidden_size
-        self.layer_ids = list(config.layers) if config.layers is not None else list(range(arch.num_layers))
-        bad = [i for i in self.layer_ids if not 0 <= i < arch.num_layers]
+        attention_ids = [layer.index for layer in arch.attention_layers]  # hybrids: Mamba/linear layers skipped
+        self.layer_ids = list(config.layers) if config.layers is not None else attention_ids
+        bad = [i for i in self.layer_ids if i not in attention_ids]
         if bad:
-            raise ValueError(f"identity layers {bad} out of range for a {arch.num_layers}-layer model")
+            raise ValueError(f"identity layers {bad} are not attention layers of this {arch.num_layers}-layer model "
+                             f"(attention layers: {attention_ids})")
+        # the widest layer's Q and K bias; a narrower layer uses the first entries (head counts may vary per layer)
         self.q_width = arch.q_dim if config.inject_q else 0  # num_heads * head_dim
         self.k_width = arch.k_dim if config.inject_k else 0  # num_kv_heads * head_dim
         self.identity = nn.Parameter(torch.randn(config.identity_dim))

@@ -43,17 +43,18 @@ class IdentityInjector:
     def __init__(self, model: nn.Module, block: IdentityBlock, arch: ArchInfo):
         self.model, self.block = model, block
         self.targets: list[_Target] = []
-        q_src = torch.arange(block.q_width)
-        k_src = block.q_width + torch.arange(block.k_width)
         for row, layer_id in enumerate(block.layer_ids):
+            q_used = k_used = 0  # a layer's Q (K) units, over its projections, take consecutive bias entries
             for t in arch.layers[layer_id].targets:
                 src, dst = [], []
                 if block.q_width and t.q_index is not None:
-                    src.append(q_src)
+                    src.append(q_used + torch.arange(len(t.q_index)))
                     dst.append(t.q_index)
+                    q_used += len(t.q_index)
                 if block.k_width and t.k_index is not None:
-                    src.append(k_src)
+                    src.append(block.q_width + k_used + torch.arange(len(t.k_index)))
                     dst.append(t.k_index)
+                    k_used += len(t.k_index)
                 if not src:
                     continue
                 src, dst = torch.cat(src), torch.cat(dst)

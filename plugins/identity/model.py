@@ -236,7 +236,7 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
         if full_file.exists() and scope in ("full", "trainable"):
             weights = persist.load_tensors(full_file)
             missing, unexpected = model.load_state_dict(weights, strict=False)
-            missing = [k for k in missing if not _is_tied(model, k)] if scope == "full" else []
+            missing = [k for k in missing if not _tied_to_loaded(model, k, weights)] if scope == "full" else []
             if missing or unexpected:
                 raise persist.StateFileError(f"{full_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         state_file = path / STATE_FILE
@@ -262,6 +262,9 @@ def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:
             )
 
 
-def _is_tied(model: nn.Module, key: str) -> bool:
-    return any(word in key for word in ("lm_head", "embed_out")) and (
-        getattr(unwrap_model(model).config.get_text_config(), "tie_word_embeddings", False))
+def _tied_to_loaded(model: nn.Module, key: str, loaded: dict) -> bool:
+    """True when ``key`` names a tensor that is shared with (tied to) a loaded one, e.g. lm_head -> embeddings."""
+    names: dict[int, set[str]] = {}
+    for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        names.setdefault(id(tensor), set()).add(name)
+    return any(key in group and group & loaded.keys() for group in names.values())

@@ -11,7 +11,7 @@ class TemporalLoraConfig(PretrainedConfig):
     Args:
         domains: one LoRA adapter per name, in router order (e.g. ``["shakespeare", "python"]``).
         lora_r, lora_alpha, lora_dropout: the LoRA shape of every adapter.
-        target_modules: module names LoRA wraps (None: peft's default for the model type).
+        target_modules: module names LoRA wraps (None: the Q/K projections hfself.arch finds).
         router_layer: the time mixer reads the residual stream entering this decoder layer;
             adapters sit on this layer and the ones after it, so one forward pass does both
             (None: a quarter of the depth, at least 1).

@@ -297,15 +297,10 @@ def load_backbone(path: Path, config: TemporalLoraConfig, attn_implementation: s
     raise ValueError(f"{path}: the config names no backbone; pass base_model=...")
 
 
-def _default_targets(base_model: nn.Module, arch) -> list[str] | None:
-    """peft's default LoRA targets for the model type, else the Q/K projections hfself.arch found."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
-
-    if base_model.config.model_type in PEFT_DEFAULTS:
-        return None
-    names = {n.rsplit(".", 1)[-1] for n, m in base_model.named_modules()
-             if any(m is t.module for t in arch.layers[0].targets)}
-    return sorted(names)
+def _default_targets(base_model: nn.Module, arch) -> list[str]:
+    """The Q/K projections hfself.arch found in the attention layers (their names, for peft)."""
+    modules = {id(t.module) for layer in arch.attention_layers for t in layer.targets}
+    return sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules() if id(m) in modules})
 
 
 class _StopForward(Exception):
