@@ -44,7 +44,6 @@ def _attentions_with_delta(model, which: str, scale: float = 3.0):
 def test_inspect_counts(name):
     model = tiny_model(name)
     info = inspect_model(model)
-    config = model.config
     assert info.num_layers == 2
     assert info.hidden_size == 64
     assert info.num_heads * info.head_dim == 64
