@@ -347,12 +347,15 @@ def find_layers(lm: nn.Module) -> tuple[str, nn.ModuleList]:
     """The decoder's ModuleList of blocks: the one whose length is the configured layer count."""
     config = text_config(lm)
     wanted = next((getattr(config, k) for k in _LAYER_COUNT_KEYS if isinstance(getattr(config, k, None), int)), None)
-    decoder = _decoder(lm)
-    prefix = next((n for n, m in lm.named_modules() if m is decoder), "")
-    lists = [(name, module) for name, module in decoder.named_modules()
-             if isinstance(module, nn.ModuleList) and len(module) > 0
-             and all(len(list(block.children())) > 0 for block in module)
-             and any(_is_projection(m) for m in module[0].modules())]
+    lists = []
+    for decoder in dict.fromkeys((_decoder(lm), getattr(lm, "base_model", lm), lm)):  # get_decoder() may be a head
+        prefix = next((n for n, m in lm.named_modules() if m is decoder), "")
+        lists = [(name, module) for name, module in decoder.named_modules()
+                 if isinstance(module, nn.ModuleList) and len(module) > 0
+                 and all(len(list(block.children())) > 0 for block in module)
+                 and any(_is_projection(m) for m in module[0].modules())]
+        if lists:
+            break
     if not lists:
         raise UnsupportedArchitectureError(
             f"{type(lm).__name__}: found no list of decoder blocks (an nn.ModuleList of layers holding linear "
@@ -400,7 +403,7 @@ def _plain_attention(query, key, value) -> torch.Tensor:
     scores = query[..., :d] @ key[..., :d].transpose(-1, -2) / math.sqrt(d)
     t_q, t_k = scores.shape[-2:]
     causal = torch.ones(t_q, t_k, dtype=torch.bool, device=scores.device).tril(t_k - t_q)
-    return (scores.masked_fill(~causal, float("-inf")).softmax(-1) @ value).transpose(1, 2)
+    return (scores.masked_fill(~causal, float("-inf")).softmax(-1) @ value).transpose(1, 2).contiguous()
 
 
 @contextmanager
@@ -468,7 +471,7 @@ class LayoutError(UnsupportedArchitectureError):
 def _to_scratch(value):
     """A captured argument on CPU, floating tensors in float32."""
     if isinstance(value, torch.Tensor):
-        value = value.detach().to("cpu")
+        value = value.detach().to("cpu", copy=True)
         if value.is_floating_point():
             value = value.float()
         return value
@@ -522,7 +525,11 @@ def _classify_units(scratch, name, block, args, kwargs, via_kernel):
     width = out_features_of(projections[name])
     units = _units_to_test(width, block)
     args, kwargs = _to_scratch(args), _to_scratch(kwargs)
-    length = next(a for a in _tensors(args, kwargs) if a.dim() == 3).shape[1]
+    hidden = next(a for a in _tensors(args, kwargs) if a.dim() == 3)
+    length = hidden.shape[1]
+    rms = hidden.pow(2).mean().sqrt()
+    if 0 < rms < 0.5:  # un-normalized tiny inputs (post-LN blocks at init) hide the softmax: measure at unit scale
+        hidden.mul_(1 / rms)
     pos, last = 1, length - 1  # K/V: early, so several later rows see it; Q: last, so it sees many keys
     perturbation: list = [None]  # (unit, scale, position) or None for the unperturbed call
 
@@ -556,34 +563,42 @@ def _classify_units(scratch, name, block, args, kwargs, via_kernel):
     base_qkv, base_out, base_before = call()
     if via_kernel and base_qkv is None:
         return None
-    kinds: dict[str, list[int]] = {kind: [] for kind in "qkv"}
-    for unit in units.tolist():
+    if not via_kernel and not (isinstance(base_out, torch.Tensor) and base_out.dim() == 3):
+        return None
+
+    def kind_of(unit: int) -> str | None:
+        """"q", "k", "v", or None (output side, or upstream of another projection)."""
         qkv, out, before = call(unit, at=slice(None) if via_kernel else pos)
         if any(_differs(before[k], base_before[k]) for k in base_before if k in before):
-            continue  # upstream of another projection (q_a_proj feeding q_b_proj): not a target
+            return None  # upstream of another projection (q_a_proj feeding q_b_proj): not a target
         if via_kernel:
             hit = [kind for kind, a, b in zip("qkv", qkv, base_qkv) if _differs(a, b)]
-            if len(hit) == 1:
-                kinds[hit[0]].append(unit)
-            continue
-        if not isinstance(out, torch.Tensor) or out.dim() != 3:
-            return None
+            return hit[0] if len(hit) == 1 else None
         moved = (out - base_out).abs().amax(-1)[0] > 1e-5 * (1 + base_out.abs().amax())  # (T,)
         if moved[:pos].any():
             raise LayoutError(f"{type(scratch).__name__}: perturbing position {pos} of {name} moved earlier "
                               "positions: this attention is not causal")
         if moved[pos + 1:].any():  # later rows moved: a value unit acts linearly, a key unit through the softmax
-            kinds["v" if _linear(call, unit, pos, out, base_out) else "k"].append(unit)
-            continue
+            return "v" if _linear(call, unit, pos, out, base_out) else "k"
         _, out, _ = call(unit, at=last)
         if _differs(out, base_out) and not _linear(call, unit, last, out, base_out):
-            kinds["q"].append(unit)  # only its own row, through the softmax: a query unit
-        # else: only its own row, linearly: the output side (o_proj, dense), not a target
-    if len(units) < width:  # blocks were sampled: every sampled unit of a block must agree
-        kinds = _expand_blocks(kinds, units, width, block, name)
+            # only its own row, through a non-linearity. A softmax query unit leaves the first row alone
+            # (it attends to itself only); a gate (RWKV's receptance) moves it.
+            return "q" if not _differs(call(unit, at=0)[1], base_out) else None
+        return None  # only its own row, linearly: the output side (o_proj, dense), not a target
+
+    label = {unit: kind_of(unit) for unit in units.tolist()}
+    if len(units) < width:  # blocks were sampled: a block whose samples agree takes their role, else all are measured
+        for start in range(0, width, block):
+            block_units = range(start, min(start + block, width))
+            roles = {label[u] for u in block_units if u in label}
+            for u in block_units:
+                if u not in label:
+                    label[u] = next(iter(roles)) if len(roles) == 1 else kind_of(u)
+    kinds = {kind: sorted(u for u, k in label.items() if k == kind) for kind in "qkv"}
     if not kinds["q"] and not kinds["k"]:
         return None
-    return {kind: torch.tensor(sorted(v), dtype=torch.long) for kind, v in kinds.items()}
+    return {kind: torch.tensor(v, dtype=torch.long) for kind, v in kinds.items()}
 
 
 def _linear(call, unit, at, out, base_out) -> bool:
@@ -615,20 +630,6 @@ def _head_block(scratch, args, kwargs, via_kernel) -> int:
     config = getattr(scratch, "config", None)
     head_dim = getattr(config, "head_dim", None) if config is not None else None
     return head_dim or 64
-
-
-def _expand_blocks(kinds, units, width, block, name):
-    out = {kind: [] for kind in kinds}
-    label = {u: kind for kind, us in kinds.items() for u in us}
-    for start in range(0, width, block):
-        sampled = [u for u in units.tolist() if start <= u < start + block]
-        labels = {label.get(u) for u in sampled}
-        if len(labels) > 1:
-            raise LayoutError(f"{name}: units {start}..{start + block - 1} do not share one role ({labels})")
-        kind = labels.pop()
-        if kind is not None:
-            out[kind].extend(range(start, min(start + block, width)))
-    return out
 
 
 # --------------------------------------------------------------------------- inspection
@@ -713,6 +714,12 @@ def inspect_model(model: nn.Module) -> ArchInfo:
         layout = measured[sig]
         projections = _projections(attention)
         targets = _targets(projections, layout, adapter, config, model_type, i, via_kernel)
+        if not via_kernel and adapter is None and not (any(t.q_index is not None for t in targets)
+                                                       and any(t.k_index is not None for t in targets)):
+            # no softmax query/key pair measured: a recurrent or linear mixer named "...Attention" (RWKV)
+            infos.append(LayerInfo(i, layer, None, [], kind=f"no attention ({type(attention).__name__}: "
+                                                            "no softmax query and key measured)"))
+            continue
         if not targets:
             raise UnsupportedArchitectureError(
                 f"{model_type!r} layer {i}: no projection in {type(attention).__name__} feeds the query or key "

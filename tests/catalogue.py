@@ -35,9 +35,17 @@ _SIZES = {
     "v_head_dim": 16, "rotary_dim": 8, "num_experts_per_tok": 2, "top_k": 2, "moe_topk": 2, "n_group": 1,
     "topk_group": 1, "num_experts_per_token": 2, "n_shared_experts": 1, "mamba_d_head": 16, "mamba_n_heads": 8,
     "mamba_d_state": 16, "ssm_state_size": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
-    "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+    "linear_key_head_dim": 16, "linear_value_head_dim": 16, "index_head_dim": 16, "index_n_heads": 4,
+    "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16,
 }
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers")
+# Fields a default config may leave None for the model to fail on (real checkpoints set them).
+_DERIVED = {"head_dim": 16, "num_key_value_heads": 2, "num_experts_per_tok": 2}
+# Hybrids whose *default* config holds no attention layer (real checkpoints do): one attention layer.
+_HYBRID_PATTERNS = {
+    "bamba": {"attn_layer_indices": [1]},
+    "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
+}
 _PATTERN_KEYS = ("layer_types", "layers_block_type", "attention_layers", "block_types")
 
 
@@ -64,15 +72,32 @@ def tiny_values(values: dict) -> dict:
             tiny[key] = small if key in ("head_dim", *_LAYER_COUNT_KEYS) else min(small, value)
             if key in _LAYER_COUNT_KEYS:
                 tiny[key] = n_layers
+    for key, small in _DERIVED.items():
+        if key in values and values[key] is None:
+            tiny[key] = small
+    for key, value in values.items():
+        if key.endswith("_layer_period") and isinstance(value, int):  # Jamba: attention every 2nd layer
+            tiny[key], tiny[key.replace("_period", "_offset")] = 2, 1
     for key, value in values.items():  # per-layer lists follow the layer count
         if isinstance(value, list) and (key in _PATTERN_KEYS or len(value) > n_layers
                                         and key.endswith(("types", "layers", "_theta"))):
             tiny[key] = value[:n_layers]
         elif key.endswith("_token_id") and isinstance(value, int) and value >= VOCAB:
             tiny[key] = VOCAB - 1
+    overrides = values.get("per_layer_config")
+    if isinstance(overrides, dict):  # per-layer sizes (Gemma 4, dots3): kept for the layers kept, twice the tiny size
+        tiny["per_layer_config"] = {index: _tiny_override(layer) for index, layer in overrides.items()
+                                    if int(index) < n_layers}
     if "add_cross_attention" in values:  # BERT-style encoders are causal LMs only as decoders
         tiny["is_decoder"] = True
     return tiny
+
+
+def _tiny_override(layer: dict) -> dict:
+    tiny = {k: 2 * _SIZES[k] if k in _SIZES and isinstance(v, int) else v for k, v in layer.items()}
+    if layer.get("num_key_value_heads") == layer.get("num_attention_heads"):  # MLA: K on every head
+        tiny["num_key_value_heads"] = tiny.get("num_attention_heads")
+    return {k: v for k, v in tiny.items() if v is not None}
 
 
 def shrink_config(config: PretrainedConfig, depth: int = 0) -> PretrainedConfig:
@@ -80,21 +105,22 @@ def shrink_config(config: PretrainedConfig, depth: int = 0) -> PretrainedConfig:
     for key, value in tiny_values(config.to_dict()).items():
         _set(config, key, value)
     for key in list(vars(config)):
-        sub = getattr(config, key, None)
+        sub = vars(config).get(key)
         if isinstance(sub, PretrainedConfig) and depth < 3:
             shrink_config(sub, depth + 1)
     return config
 
 
-def tiny_config(model_type: str) -> PretrainedConfig:
+def tiny_config(model_type: str, **overrides) -> PretrainedConfig:
     """The type's config rebuilt with tiny sizes (so derived fields follow), else its default shrunk in place."""
     config_cls = CONFIG_MAPPING[model_type]
     try:
-        config = config_cls(**tiny_values(config_cls().to_dict()))
+        values = {**tiny_values(config_cls().to_dict()), **_HYBRID_PATTERNS.get(model_type, {}), **overrides}
+        config = config_cls(**values)
     except Exception:
         return shrink_config(config_cls())
     for key in list(vars(config)):  # sub-configs (a multimodal model's text and vision parts)
-        if isinstance(getattr(config, key, None), PretrainedConfig):
+        if isinstance(vars(config).get(key), PretrainedConfig):
             shrink_config(getattr(config, key), 1)
     return config
 
@@ -108,11 +134,21 @@ def _set(config, key, value):
 
 def build(model_type: str, seed: int = 0, attn_implementation: str = "eager") -> torch.nn.Module:
     """A tiny random ``AutoModelForCausalLM`` of ``model_type`` (eval mode, float32)."""
+    attempts = [
+        lambda: tiny_config(model_type),
+        # multi-head latent attention expands K to every query head
+        lambda: tiny_config(model_type, num_key_value_heads=_SIZES["num_attention_heads"]),
+        lambda: shrink_config(CONFIG_MAPPING[model_type]()),
+    ]
     try:
-        try:
-            return _build(tiny_config(model_type), seed, attn_implementation)
-        except Exception:
-            return _build(shrink_config(CONFIG_MAPPING[model_type]()), seed, attn_implementation)
+        for i, attempt in enumerate(attempts):
+            try:
+                return _build(attempt(), seed, attn_implementation)
+            except ImportError:
+                raise
+            except Exception:
+                if i == len(attempts) - 1:
+                    raise
     except ImportError as err:
         raise NotBuildable(f"needs a package that is not installed: {str(err).strip().splitlines()[0][:120]}")
     except Exception as err:
@@ -128,3 +164,27 @@ def _build(config, seed, attn_implementation):
     with torch.no_grad():  # the shrunk config must make a model that runs at all
         model(input_ids=torch.arange(1, 7).unsqueeze(0), use_cache=False)
     return model
+
+
+def build_or_skip(model_type: str) -> torch.nn.Module:
+    """``build(model_type)``, or skip the calling test with the reason it cannot be built."""
+    import pytest
+
+    try:
+        return build(model_type)
+    except NotBuildable as err:
+        pytest.skip(f"not buildable tiny: {err}")
+
+
+def catalogue_ids(model, length: int = 10, seed: int = 1) -> torch.Tensor:
+    """(1, length) token ids inside the model's vocabulary."""
+    vocab = model.config.get_text_config().vocab_size
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, min(vocab, 500), (1, length), generator=g)
+
+
+def next_token_changed(ids: torch.Tensor) -> torch.Tensor:
+    """``ids`` with only its last token changed (the causality probe)."""
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 400 + 3
+    return changed

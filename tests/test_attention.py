@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from recipes_path import add_recipes_to_path
-from tiny_models import sample_ids, tiny_model, tokenizer
+from tiny_models import q_unit_masks, sample_ids, tiny_model, tokenizer
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hfself.arch import inspect_model
@@ -18,24 +18,6 @@ add_recipes_to_path()
 import attention_sft  # noqa: E402
 
 Q_ONLY_ARCHS = ["llama", "qwen2", "gpt2", "gpt_neox", "phi3", "falcon_new", "falcon_mq", "bloom", "mpt"]
-
-
-def _q_mask(model) -> dict[int, torch.Tensor]:
-    """id(param) -> bool mask of its entries that belong to W_q."""
-    masks = {}
-    for layer in inspect_model(model).layers:
-        for t in layer.targets:
-            if t.q_index is None:
-                continue
-            keep = torch.zeros(t.out_features, dtype=torch.bool)
-            keep[t.q_index] = True
-            is_conv1d = hasattr(t.module, "nf")
-            for name, p in t.module.named_parameters(recurse=False):
-                shape = [1] * p.dim()
-                dim = 1 if (is_conv1d and name == "weight") else 0
-                shape[dim] = t.out_features
-                masks[id(p)] = keep.view(shape).expand_as(p)
-    return masks
 
 
 @pytest.mark.parametrize("name", Q_ONLY_ARCHS)
@@ -51,7 +33,7 @@ def test_q_only_changes_only_w_q(name):
         optimizer.step()
         optimizer.zero_grad()
         q_only.restore_frozen()
-    masks = _q_mask(model)
+    masks = q_unit_masks(model)
     for n, p in model.named_parameters():
         mask = masks.get(id(p))
         if mask is None:
@@ -223,7 +205,7 @@ def test_recipe_on_fused_qkv_with_weight_decay_keeps_k_v(tmp_path):
 
     before = AutoModelForCausalLM.from_pretrained(base)
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
-    masks = _q_mask(before)
+    masks = q_unit_masks(before)
     for (n, a), b in zip(before.named_parameters(), after.parameters()):
         mask = masks.get(id(a))
         if mask is None:

@@ -198,3 +198,43 @@ def test_bad_config_values():
         IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8, block="nope"))
     with pytest.raises(ValueError, match="not attention layers"):
         IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8, layers=[5]))
+
+
+def _identity_grads(name, block, checkpointing):
+    model = _persona(name, block=block).train()
+    if checkpointing is not None:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": checkpointing})
+    ids = sample_ids()
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "phi3"])
+@pytest.mark.parametrize("block", ["mlp", "diffusion"])
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(name, block, use_reentrant):
+    plain = _identity_grads(name, block, None)
+    checkpointed = _identity_grads(name, block, use_reentrant)
+    assert any(n.startswith("identity_block.") for n in plain)
+    assert plain.keys() == checkpointed.keys()
+    for n in plain:
+        torch.testing.assert_close(checkpointed[n], plain[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_personas_never_stack_on_one_base(tmp_path):
+    from hfself_plugins.identity import IdentityStackingError
+
+    base, ids = tiny_model("llama"), sample_ids()
+    first = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=16, init_std=0.5))
+    first.save_pretrained(tmp_path)
+    on = _logits(first, ids)
+    with pytest.raises(IdentityStackingError, match="unload"):
+        IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=16, init_std=0.5))
+    with pytest.raises(IdentityStackingError):
+        IdentityForCausalLM.from_pretrained(tmp_path, base_model=base)
+    assert torch.equal(_logits(first, ids), on)  # the refused second persona left nothing behind
+    first.unload()
+    second = IdentityForCausalLM.from_pretrained(tmp_path, base_model=base)
+    torch.testing.assert_close(_logits(second, ids), on, rtol=0, atol=1e-6)
+    with pytest.raises(IdentityStackingError):
+        first.injector.attach()  # re-attaching the first persona's hooks on top of the second's is refused too

@@ -213,3 +213,22 @@ def test_ddp_two_ranks_identical(tmp_path):
                           tmp_path, 29547)
     assert any(k.startswith("mixer.") for k in ranks)
     assert (tmp_path / "model" / "backbone.safetensors").exists()  # the warmed-up backbone is saved
+
+
+def _temporal_grads(checkpointing, trainable):
+    model = _temporal("llama").train()
+    model.set_trainable(trainable)
+    if checkpointing is not None:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": checkpointing})
+    ids = sample_ids()
+    model(input_ids=ids, labels=ids).loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("trainable", ["code", "mixer"])
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_checkpointing_gives_the_same_gradients(use_reentrant, trainable):
+    plain, checkpointed = _temporal_grads(None, trainable), _temporal_grads(use_reentrant, trainable)
+    assert plain and plain.keys() == checkpointed.keys()
+    for n in plain:
+        torch.testing.assert_close(checkpointed[n], plain[n], rtol=1e-4, atol=1e-6, msg=n)

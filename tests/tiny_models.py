@@ -8,6 +8,7 @@ from transformers import (BloomConfig, FalconConfig, Gemma2Config, GemmaConfig, 
                           LlamaConfig, MistralConfig, MixtralConfig, MptConfig, Olmo2Config, OPTConfig, Phi3Config,
                           PhiConfig, Qwen2Config, Qwen3Config, StableLmConfig, Starcoder2Config)
 
+from hfself.arch import inspect_model
 from hfself.data import DEFAULT_MODEL
 
 VOCAB = 4096
@@ -66,3 +67,20 @@ def tokenizer():
 def sample_ids(batch: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(2, VOCAB, (batch, length), generator=g)
+
+
+def q_unit_masks(model) -> dict[int, torch.Tensor]:
+    """id(parameter) -> bool mask of its entries that produce query units (as ``hfself.arch`` measured them)."""
+    masks = {}
+    for layer in inspect_model(model).layers:
+        for t in layer.targets:
+            if t.q_index is None:
+                continue
+            keep = torch.zeros(t.out_features, dtype=torch.bool)
+            keep[t.q_index] = True
+            is_conv1d = hasattr(t.module, "nf")  # GPT-2's Conv1D stores (in, out)
+            for name, p in t.module.named_parameters(recurse=False):
+                shape = [1] * p.dim()
+                shape[1 if (is_conv1d and name == "weight") else 0] = t.out_features
+                masks[id(p)] = keep.view(shape).expand_as(p)
+    return masks

@@ -10,10 +10,11 @@ from hfself import hookimpl
 from .block import IdentityBlock
 from .callbacks import IntrospectionArguments, IntrospectionCallback
 from .config import IdentityArguments, IdentityConfig
+from .layer import IdentityStackingError
 from .model import IdentityForCausalLM, PersonaMismatchError
 
 __all__ = ["IdentityArguments", "IdentityBlock", "IdentityConfig", "IdentityForCausalLM", "IntrospectionArguments",
-           "IntrospectionCallback", "PersonaMismatchError"]
+           "IdentityStackingError", "IntrospectionCallback", "PersonaMismatchError"]
 
 @hookimpl
 def hfself_register_identity_blocks(register):

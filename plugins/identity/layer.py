@@ -26,6 +26,13 @@ from hfself.arch import ArchInfo, projection_base_layer, unwrap_model
 from .block import IdentityBlock
 
 
+_OWNER = "_hfself_identity_injector"  # set on the backbone while an injector's hooks are on it
+
+
+class IdentityStackingError(ValueError):
+    """A second identity was put on a base model that already carries one."""
+
+
 class _Target:
     """One projection: which bias entries go to which of its outputs."""
 
@@ -64,6 +71,7 @@ class IdentityInjector:
         self._deltas: list[torch.Tensor] | None = None
         self._cache_key = None
         self._folded = False
+        self._grad_forward = self._reentrant = False  # see current_deltas
 
     # ------------------------------------------------------------------ biases
 
@@ -83,11 +91,22 @@ class IdentityInjector:
         return tuple(t._version for t in state) + tuple(t.data_ptr() for t in state)
 
     def current_deltas(self) -> list[torch.Tensor]:
-        """Deltas for this forward: one graph per forward under autograd, else cached while the block is unchanged."""
+        """Deltas for this forward: one graph per forward under autograd, else cached while the block is unchanged.
+
+        Under gradient checkpointing the graph is built before the first layer
+        (:meth:`_start_forward`), so a recomputed layer saves what its first run
+        saved. Reentrant checkpointing runs the layers without grad inside a
+        forward with grad, then recomputes each one inside backward and
+        backpropagates it on its own: each recompute gets a graph of its own, so
+        the shared one is not consumed by the first layer.
+        """
         if torch.is_grad_enabled():
+            if self._reentrant:
+                return self.compute_deltas()
             if self._deltas is None or self._cache_key is not None:
                 self._deltas, self._cache_key = self.compute_deltas(), None
             return self._deltas
+        self._reentrant |= self._grad_forward  # a layer without grad inside a forward with grad
         key = self._param_key()
         if self._deltas is None or self._cache_key != key:
             self._deltas, self._cache_key = self.compute_deltas(), key
@@ -100,10 +119,17 @@ class IdentityInjector:
         return bool(self._handles)
 
     def attach(self) -> None:
+        """Put the hooks on; a base that already carries another identity is refused (personas never stack)."""
         if self._handles:
             return
         # The backbone runs in every forward, also TRL's fused-LM-head path that skips the *ForCausalLM forward.
         backbone = unwrap_model(self.model).base_model
+        other = backbone.__dict__.get(_OWNER)
+        if other is not None and other is not self and other.attached:
+            raise IdentityStackingError(
+                "this base model already carries another persona's identity hooks; two identities would stack "
+                "silently. Call .unload() on the persona that wraps it first, or build from a fresh copy of the base.")
+        backbone.__dict__[_OWNER] = self
         self._handles.append(backbone.register_forward_pre_hook(self._start_forward))
         if self.block.observes_context:
             self._handles.append(backbone.register_forward_hook(self._observe, with_kwargs=True))
@@ -114,11 +140,15 @@ class IdentityInjector:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        backbone = unwrap_model(self.model).base_model
+        if backbone.__dict__.get(_OWNER) is self:
+            del backbone.__dict__[_OWNER]
         self._deltas, self._cache_key = None, None
 
     def _start_forward(self, module, args):
-        if torch.is_grad_enabled():  # a new autograd graph for every training forward
-            self._deltas = None
+        self._grad_forward, self._reentrant = torch.is_grad_enabled(), False
+        if self._grad_forward:  # a new autograd graph for every training forward, outside checkpointed layers
+            self._deltas, self._cache_key = self.compute_deltas(), None
 
     def _observe(self, module, args, kwargs, output):
         """Show the block each training batch (a detached side effect; the output is unchanged)."""

@@ -14,7 +14,8 @@ class TemporalLoraConfig(PretrainedConfig):
         target_modules: module names LoRA wraps (None: the Q/K projections hfself.arch finds).
         router_layer: the time mixer reads the residual stream entering this decoder layer;
             adapters sit on this layer and the ones after it, so one forward pass does both
-            (None: a quarter of the depth, at least 1).
+            (None: the first attention layer at or above a quarter of the depth, at least 1; on a
+            hybrid whose attention all lies lower, its last attention layer).
         router_hidden_dim: width of the mixer's hidden layer.
         router_temperature: softmax temperature of the routing weights.
         base_model_name_or_path, base_config: the frozen backbone.
@@ -32,8 +33,8 @@ class TemporalLoraConfig(PretrainedConfig):
         self.domains = list(domains or [])
         if len(set(self.domains)) != len(self.domains):
             raise ValueError(f"domain names must be unique, got {self.domains}")
-        if router_layer is not None and router_layer < 1:
-            raise ValueError("router_layer must be >= 1 (the mixer reads the output of the layers before it)")
+        if router_layer is not None and router_layer < 0:
+            raise ValueError("router_layer must be >= 0 (the mixer reads the residual stream entering it)")
         self.lora_r, self.lora_alpha, self.lora_dropout = lora_r, lora_alpha, lora_dropout
         self.target_modules = target_modules
         self.router_layer = router_layer

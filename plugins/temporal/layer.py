@@ -41,6 +41,8 @@ class TokenMixing:
         self.lora_layers, self.domains, self.router_layer = lora_layers, domains, router_layer
         self.compute_weights = compute_weights  # (B, T, d) hidden -> (B, T, E) weights
         self.weights: torch.Tensor | None = None  # (B, T, E) of the running forward
+        self._hidden: torch.Tensor | None = None  # (B, T, d) the router read, detached
+        self._route_grad = self._reentrant = False  # see _current_weights
         self.handles: list = []
 
     def attach(self) -> None:
@@ -50,7 +52,7 @@ class TokenMixing:
         for layer in self.lora_layers:
             for index, name in enumerate(self.domains):
                 hook = layer.lora_A[name].register_forward_hook(
-                    lambda module, args, out, i=index: out * self.weights[..., i:i + 1].to(out.dtype))
+                    lambda module, args, out, i=index: out * self._current_weights()[..., i:i + 1].to(out.dtype))
                 self.handles.append(hook)
 
     def detach(self) -> None:
@@ -65,3 +67,15 @@ class TokenMixing:
     def _route(self, module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
         self.weights = self.compute_weights(hidden)
+        if torch._C._current_graph_task_id() == -1:  # a forward, not a checkpoint's recompute inside backward
+            self._hidden, self._route_grad, self._reentrant = hidden.detach(), torch.is_grad_enabled(), False
+
+    def _current_weights(self) -> torch.Tensor:
+        """The routing weights. Reentrant gradient checkpointing runs the adapted layers without grad, then
+        recomputes and backpropagates each on its own: there every layer builds its own graph to the mixer (from
+        the detached router input, as no trainable weight lies below the router)."""
+        if not torch.is_grad_enabled():
+            self._reentrant |= self._route_grad  # a layer without grad inside a forward with grad
+        elif self._reentrant:
+            return self.compute_weights(self._hidden)
+        return self.weights

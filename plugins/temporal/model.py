@@ -52,15 +52,22 @@ class TemporalLoraForCausalLM(LMWrapper):
         if is_peft_model(base_model):
             raise ValueError("pass the plain backbone; TemporalLoraForCausalLM adds its own LoRA adapters")
         arch = inspect_model(base_model)
-        if config.router_layer is None:
-            config.router_layer = max(1, arch.num_layers // 4)
+        attention_ids = [info.index for info in arch.attention_layers]
+        if config.router_layer is None:  # a quarter of the way up, at an attention layer (hybrids: the next one)
+            wanted = max(1, arch.num_layers // 4)
+            config.router_layer = next((i for i in attention_ids if i >= wanted), attention_ids[-1])
         if config.router_layer >= arch.num_layers:
             raise ValueError(f"router_layer {config.router_layer} must be below the {arch.num_layers} decoder layers")
+        adapted = [i for i in attention_ids if i >= config.router_layer]
+        if not adapted and not config.target_modules:
+            raise ValueError(f"router_layer {config.router_layer}: no attention layer at or above it to adapt "
+                             f"(attention layers: {attention_ids})")
         base_model.requires_grad_(False)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=config.target_modules or _default_targets(base_model, arch),
                           task_type="CAUSAL_LM",
-                          layers_to_transform=list(range(config.router_layer, arch.num_layers)))
+                          layers_to_transform=adapted if not config.target_modules else
+                          list(range(config.router_layer, arch.num_layers)))
         peft_model = get_peft_model(base_model, lora, adapter_name=config.domains[0])
         for name in config.domains[1:]:
             peft_model.add_adapter(name, lora)
