@@ -25,7 +25,8 @@ _MLA_CACHE = "MLA with routed LoRA on the latent projections: greedy generation 
 Q_ONLY_GAPS = {"deepseek_v4": _SPARSE, "prophetnet": _NGRAM}
 TEMPORAL_GAPS = {
     "deepseek_v4": _SPARSE, "prophetnet": _NGRAM,
-    **dict.fromkeys(["axk1", "axk2", "deepseek_v2", "deepseek_v32", "glm4_moe_lite", "glm_moe_dsa", "longcat_flash"],
+    **dict.fromkeys(["axk1", "axk2", "deepseek_v2", "deepseek_v32", "glm4_moe_lite", "glm_moe_dsa", "kimi_linear",
+                     "longcat_flash"],
                     _MLA_CACHE),
     "cpmant": "position bias over buckets: causality fails with the adapters on",
     "hy_v4": "indexed attention: the adapted forward fails on a shape",
