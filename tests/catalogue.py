@@ -140,19 +140,14 @@ def build(model_type: str, seed: int = 0, attn_implementation: str = "eager") ->
         lambda: tiny_config(model_type, num_key_value_heads=_SIZES["num_attention_heads"]),
         lambda: shrink_config(CONFIG_MAPPING[model_type]()),
     ]
-    try:
-        for i, attempt in enumerate(attempts):
-            try:
-                return _build(attempt(), seed, attn_implementation)
-            except ImportError:
-                raise
-            except Exception:
-                if i == len(attempts) - 1:
-                    raise
-    except ImportError as err:
-        raise NotBuildable(f"needs a package that is not installed: {str(err).strip().splitlines()[0][:120]}")
-    except Exception as err:
-        raise NotBuildable(f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160]}") from err
+    for attempt in attempts:
+        try:
+            return _build(attempt(), seed, attn_implementation)
+        except ImportError as err:
+            raise NotBuildable(f"needs a package that is not installed: {str(err).strip().splitlines()[0][:120]}")
+        except Exception as err:
+            failure = err
+    raise NotBuildable(f"{type(failure).__name__}: {str(failure).strip().splitlines()[0][:160]}") from failure
 
 
 def _build(config, seed, attn_implementation):

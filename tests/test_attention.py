@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from recipes_path import add_recipes_to_path
-from tiny_models import q_unit_masks, sample_ids, tiny_model, tokenizer
+from tiny_models import q_unit_masks, query_units_moved, sample_ids, tiny_model, tokenizer
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hfself.arch import inspect_model
@@ -33,14 +33,8 @@ def test_q_only_changes_only_w_q(name):
         optimizer.step()
         optimizer.zero_grad()
         q_only.restore_frozen()
-    masks = q_unit_masks(model)
-    for n, p in model.named_parameters():
-        mask = masks.get(id(p))
-        if mask is None:
-            assert torch.equal(p, before[n]), f"{n} changed"
-        else:
-            assert torch.equal(p[~mask], before[n][~mask]), f"K/V slice of {n} changed"
-            assert not torch.equal(p[mask], before[n][mask]), f"W_q of {n} did not train"
+    moved = query_units_moved(q_unit_masks(model), before, dict(model.named_parameters()))
+    assert all(moved.values()), f"W_q did not train in {[n for n, m in moved.items() if not m]}"
     q_only.remove()
 
 
@@ -205,13 +199,8 @@ def test_recipe_on_fused_qkv_with_weight_decay_keeps_k_v(tmp_path):
 
     before = AutoModelForCausalLM.from_pretrained(base)
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
-    masks = q_unit_masks(before)
-    for (n, a), b in zip(before.named_parameters(), after.parameters()):
-        mask = masks.get(id(a))
-        if mask is None:
-            assert torch.equal(a, b), n
-        else:
-            assert torch.equal(a[~mask], b[~mask]) and not torch.equal(a[mask], b[mask]), n
+    moved = query_units_moved(q_unit_masks(before), dict(before.named_parameters()), dict(after.named_parameters()))
+    assert moved and all(moved.values()), moved
     assert json.loads((tmp_path / "run" / "probe" / "models.json").read_text())["before"] == str(base)
 
 

@@ -69,8 +69,9 @@ def sample_ids(batch: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:
     return torch.randint(2, VOCAB, (batch, length), generator=g)
 
 
-def q_unit_masks(model) -> dict[int, torch.Tensor]:
-    """id(parameter) -> bool mask of its entries that produce query units (as ``hfself.arch`` measured them)."""
+def q_unit_masks(model) -> dict[str, torch.Tensor]:
+    """Parameter name -> bool mask of its entries that produce query units (as ``hfself.arch`` measured them)."""
+    names = {id(p): n for n, p in model.named_parameters()}
     masks = {}
     for layer in inspect_model(model).layers:
         for t in layer.targets:
@@ -82,5 +83,20 @@ def q_unit_masks(model) -> dict[int, torch.Tensor]:
             for name, p in t.module.named_parameters(recurse=False):
                 shape = [1] * p.dim()
                 shape[1 if (is_conv1d and name == "weight") else 0] = t.out_features
-                masks[id(p)] = keep.view(shape).expand_as(p)
+                masks[names[id(p)]] = keep.view(shape).expand_as(p)
     return masks
+
+
+def query_units_moved(masks: dict[str, torch.Tensor], before: dict[str, torch.Tensor],
+                      after: dict[str, torch.Tensor]) -> dict[str, bool]:
+    """Assert that every entry outside the query units is unchanged from ``before`` to ``after``; return, per
+    parameter holding query units, whether they moved."""
+    moved = {}
+    for n, old in before.items():
+        new, mask = after[n], masks.get(n)
+        if mask is None:
+            assert torch.equal(new, old), f"{n} is not a query parameter but changed"
+        else:
+            assert torch.equal(new[~mask], old[~mask]), f"K/V units of {n} changed"
+            moved[n] = not torch.equal(new[mask], old[mask])
+    return moved
