@@ -482,6 +482,17 @@ def _to_scratch(value):
     return value
 
 
+def _scratch_inputs(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
+    """Captured (args, kwargs) on CPU in float32, without a cache, the hidden states at unit scale at least."""
+    args, kwargs = _to_scratch(inputs[0]), _to_scratch(inputs[1])
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
+    hidden = next(a for a in _tensors(args, kwargs) if a.dim() == 3)
+    rms = hidden.pow(2).mean().sqrt()
+    if 0 < rms < 0.5:  # un-normalized tiny inputs (post-LN blocks at init) hide the softmax: measure at unit scale
+        hidden.mul_(1 / rms)
+    return args, kwargs
+
+
 def _scratch_module(attention: nn.Module) -> nn.Module:
     """A float32 CPU copy of one attention module: the measurement never touches the model itself."""
     scratch = copy.deepcopy(attention)
@@ -504,8 +515,7 @@ def measure_layout(attention: nn.Module, inputs: tuple[tuple, dict], via_kernel:
     projections with a Q or K unit. See the module docstring for the method.
     """
     scratch = _scratch_module(attention)
-    args, kwargs = inputs
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
+    args, kwargs = _scratch_inputs(inputs)
     block = _head_block(scratch, args, kwargs, via_kernel)
     result = {}
     for name in _projections(scratch):
@@ -524,12 +534,7 @@ def _classify_units(scratch, name, block, args, kwargs, via_kernel):
     projections = _projections(scratch)
     width = out_features_of(projections[name])
     units = _units_to_test(width, block)
-    args, kwargs = _to_scratch(args), _to_scratch(kwargs)
-    hidden = next(a for a in _tensors(args, kwargs) if a.dim() == 3)
-    length = hidden.shape[1]
-    rms = hidden.pow(2).mean().sqrt()
-    if 0 < rms < 0.5:  # un-normalized tiny inputs (post-LN blocks at init) hide the softmax: measure at unit scale
-        hidden.mul_(1 / rms)
+    length = next(a for a in _tensors(args, kwargs) if a.dim() == 3).shape[1]
     pos, last = 1, length - 1  # K/V: early, so several later rows see it; Q: last, so it sees many keys
     perturbation: list = [None]  # (unit, scale, position) or None for the unperturbed call
 
@@ -560,7 +565,14 @@ def _classify_units(scratch, name, block, args, kwargs, via_kernel):
         before_kernel = events[:events.index(KERNEL)] if KERNEL in events else []
         return (recorder.calls[0][1:] if recorder.calls else None), out, {k: seen[k] for k in before_kernel}
 
-    base_qkv, base_out, base_before = call()
+    shapes = []
+    probe = projections[name].register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)) and None)
+    try:
+        base_qkv, base_out, base_before = call()
+    finally:
+        probe.remove()
+    if any(len(s) < 2 or s[-2:] != (length, width) for s in shapes):
+        return None  # not a per-position projection of this sequence (relative-position tables, grouped outputs)
     if via_kernel and base_qkv is None:
         return None
     if not via_kernel and not (isinstance(base_out, torch.Tensor) and base_out.dim() == 3):
@@ -601,6 +613,51 @@ def _classify_units(scratch, name, block, args, kwargs, via_kernel):
     return {kind: torch.tensor(v, dtype=torch.long) for kind, v in kinds.items()}
 
 
+def verify_targets(attention: nn.Module, inputs: tuple[tuple, dict], targets: list[ProjectionTarget],
+                   via_kernel: bool, where: str) -> None:
+    """Bias every Q and K unit found, on a scratch copy, the way the identity will; refuse what that breaks.
+
+    The attention output must move (a key that is zero at init, or Q/K mixed
+    after the projections, can make a measured unit a dead end), and the value
+    at the kernel must not.
+    """
+    scratch = _scratch_module(attention)
+    by_name = _projections(scratch)
+    args, kwargs = _scratch_inputs(inputs)
+    generator = torch.Generator().manual_seed(0)
+    biases = {}
+    for t in targets:
+        bias = torch.zeros(t.out_features)
+        for index in (t.q_index, t.k_index):
+            if index is not None:
+                bias[index] = torch.randn(len(index), generator=generator)
+        biases[t.name] = bias
+
+    def run(biased: bool):
+        handles = [by_name[n].register_forward_hook(lambda m, i, o, b=b: o + b.to(o.dtype)) for n, b in biases.items()
+                   ] if biased else []
+        recorder = _Recorder(replace=True)
+        try:
+            with torch.no_grad(), _instrumented_kernels(recorder):
+                out = scratch(*args, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return out, (recorder.calls[0][3] if recorder.calls else None)
+
+    plain_out, plain_v = run(False)
+    out, v = run(True)
+    names = ", ".join(t.name for t in targets)
+    if not _differs(out, plain_out):
+        raise LayoutError(f"{where}: biasing the query/key units found in {type(attention).__name__} ({names}) does "
+                          "not change its attention output (keys that are constant at this point, or Q and K mixed "
+                          f"after the projections), so an identity there would do nothing. {_HOW_TO_REGISTER}")
+    if via_kernel and plain_v is not None and _differs(v, plain_v):
+        raise LayoutError(f"{where}: biasing the query/key units found in {type(attention).__name__} ({names}) moves "
+                          f"the value it attends over, so they are not pure Q/K units. {_HOW_TO_REGISTER}")
+
+
 def _linear(call, unit, at, out, base_out) -> bool:
     """Does doubling the perturbation double the output change?"""
     _, out2, _ = call(unit, scale=8.0, at=at)
@@ -623,7 +680,7 @@ def _head_block(scratch, args, kwargs, via_kernel) -> int:
     if via_kernel:
         recorder = _Recorder(replace=True)
         with torch.no_grad(), _instrumented_kernels(recorder):
-            scratch(*_to_scratch(args), **_to_scratch(kwargs))
+            scratch(*args, **kwargs)
         if recorder.calls:
             _, q, k, v = recorder.calls[0]
             return math.gcd(q.shape[-1], k.shape[-1], v.shape[-1])
@@ -709,7 +766,8 @@ def inspect_model(model: nn.Module) -> ArchInfo:
         positional = positional or _positional(lm, inputs[1], config)
         via_kernel = id(attention) in called
         sig = _signature(attention) + (via_kernel,)
-        if sig not in measured:
+        fresh = sig not in measured
+        if fresh:
             measured[sig] = measure_layout(attention, inputs, via_kernel)
         layout = measured[sig]
         projections = _projections(attention)
@@ -724,6 +782,8 @@ def inspect_model(model: nn.Module) -> ArchInfo:
             raise UnsupportedArchitectureError(
                 f"{model_type!r} layer {i}: no projection in {type(attention).__name__} feeds the query or key "
                 f"alone. {_HOW_TO_REGISTER}")
+        if fresh and adapter is None:
+            verify_targets(attention, inputs, targets, via_kernel, f"{model_type!r} layer {i}")
         fused |= any(sum(x is not None for x in (t.q_index, t.k_index, t.v_index)) > 1 for t in targets)
         nh, nkv, hd = _heads(attention, called, config, adapter, targets)
         infos.append(LayerInfo(i, layer, attention, targets, nh, nkv, hd, kind=type(attention).__name__))

@@ -1,16 +1,20 @@
 """LMWrapper: the PreTrainedModel base of hfself models that hold a causal LM in ``.lm``.
 
 It gives them what transformers, peft and TRL reach for on a model: the
-backbone as ``base_model``, embeddings, gradient checkpointing, attributes the
-wrapper lacks (``generation_config``, ...) looked up on the LM, and
-``push_to_hub`` through the subclass's own ``save_pretrained``.
+backbone as ``base_model``, embeddings, gradient checkpointing, the LM's
+forward parameters and generation config (so Trainer's column pruning and
+pipelines see the model they expect), attributes the wrapper lacks looked up on
+the LM, and ``push_to_hub`` through the subclass's own ``save_pretrained``.
 ``hfself.arch.unwrap_model`` unwraps it through ``.lm``.
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
+import types
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -27,6 +31,53 @@ class LMWrapper(PreTrainedModel):
     supports_gradient_checkpointing = True
     hub_commit_message = "Upload hfself model"
     hub_save_kwargs: dict = {}  # defaults for save_pretrained when pushing
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True  # generate() is the LM's, run with this wrapper's hooks
+
+    def _share_lm_interface(self) -> None:
+        """Call once ``self.lm`` is set: this model's forward lists the LM's parameters too (Trainer keeps the
+        dataset columns the LM accepts) and generates with the LM's generation config."""
+        lm = unwrap_model(self.lm)
+        if getattr(lm, "generation_config", None) is not None:
+            self.generation_config = lm.generation_config
+        forward = type(self).forward
+        own = [p for p in inspect.signature(forward).parameters.values()
+               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        names = {p.name for p in own}
+        from_lm = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(lm.forward).parameters.values()
+                   if p.name not in names and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        rest = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+
+        def lm_forward(self, *args, **kwargs):
+            return forward(self, *args, **kwargs)
+
+        lm_forward.__doc__ = forward.__doc__
+        lm_forward.__signature__ = inspect.Signature(own + from_lm + rest)
+        self.forward = types.MethodType(lm_forward, self)
+
+    @staticmethod
+    def lm_load_options(kwargs: dict, config=None) -> dict:
+        """``dtype``, ``device_map`` and ``attn_implementation`` given to ``from_pretrained`` (AutoModel moves the
+        last into the config), for loading the LM."""
+        options = {"dtype": kwargs.get("dtype", kwargs.get("torch_dtype")), "device_map": kwargs.get("device_map"),
+                   "attn_implementation": kwargs.get("attn_implementation")
+                   or getattr(config, "_attn_implementation_internal", None)}
+        return {k: v for k, v in options.items() if v is not None}
+
+    def place(self, dtype=None, device_map=None) -> "LMWrapper":
+        """Cast the whole model to ``dtype`` and move it to a single-device ``device_map`` ("auto" and per-module
+        maps are left to the LM's own loading)."""
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if isinstance(dtype, torch.dtype):
+            self.to(dtype=dtype)
+        if isinstance(device_map, int):
+            device_map = torch.device("cuda", device_map)
+        if device_map is not None and not isinstance(device_map, dict) and device_map != "auto":
+            self.to(torch.device(device_map))
+        return self
 
     @property
     def base_model(self) -> nn.Module:

@@ -213,3 +213,21 @@ def test_plugin_registered_adapter():
         assert inspect_model(model).model_type == "plugin_llm"
     finally:
         plugins.unregister_plugin("adapter_plugin")
+
+
+def test_units_that_cannot_move_attention_are_refused():
+    """zaya mixes Q and K after its projections and starts with a zero key scale: what the measurement
+    labels as query units moves nothing, and the verification on the scratch copy refuses it."""
+    from catalogue import build
+
+    with pytest.raises(LayoutError, match="does not change its attention output"):
+        inspect_model(build("zaya"))
+
+
+def test_an_ngram_stream_attention_is_measured_per_position():
+    """prophetnet's relative-position table is a projection too, but not one vector per position: never a target."""
+    from catalogue import build
+
+    info = inspect_model(build("prophetnet"))
+    names = {t.name for layer in info.attention_layers for t in layer.targets}
+    assert names == {"query_proj", "key_proj"}

@@ -238,3 +238,49 @@ def test_personas_never_stack_on_one_base(tmp_path):
     torch.testing.assert_close(_logits(second, ids), on, rtol=0, atol=1e-6)
     with pytest.raises(IdentityStackingError):
         first.injector.attach()  # re-attaching the first persona's hooks on top of the second's is refused too
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2", "gpt2", "gpt_neox", "falcon_new", "bloom"])
+def test_merge_and_unload_exports_a_plain_transformers_model(name, tmp_path):
+    """The identity folded into attention biases: a plain model of the base's class, the persona's logits, loadable
+    by transformers alone (a subprocess that never imports hfself)."""
+    import subprocess
+    import sys
+
+    model = _persona(name)
+    base_class = type(model.lm)
+    ids = sample_ids()
+    expected = _logits(model, ids)
+    plain = model.merge_and_unload()
+    assert type(plain) is base_class and not _hook_count(plain)
+    torch.testing.assert_close(_logits(plain, ids), expected, rtol=1e-5, atol=1e-5)
+    plain.save_pretrained(tmp_path)
+    torch.save(ids, tmp_path / "ids.pt")
+    check = (f"import sys, torch; from transformers import AutoModelForCausalLM; "
+             f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, attn_implementation='eager').eval(); "
+             f"ids = torch.load({str(tmp_path / 'ids.pt')!r}); "
+             f"torch.save(m(input_ids=ids).logits.detach(), {str(tmp_path / 'out.pt')!r}); "
+             f"assert not any(k.startswith(('hfself', 'hfself_plugins')) for k in sys.modules)")
+    subprocess.run([sys.executable, "-c", check], check=True)
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_and_unload_merges_lora_too():
+    from peft import LoraConfig, get_peft_model
+
+    base = get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                          init_lora_weights=False))
+    torch.manual_seed(3)
+    model = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=16, init_std=0.5))
+    ids = sample_ids()
+    expected = _logits(model, ids)
+    plain = model.merge_and_unload()
+    assert not any("lora_" in n for n, _ in plain.named_parameters()) and plain.config.attention_bias
+    torch.testing.assert_close(_logits(plain, ids), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_and_unload_refuses_what_cannot_carry_a_bias():
+    from hfself_plugins.identity import ExportError
+
+    with pytest.raises(ExportError, match="cannot carry the identity"):
+        _persona("phi3").merge_and_unload()

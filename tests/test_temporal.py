@@ -232,3 +232,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(use_reentrant, trainabl
     assert plain and plain.keys() == checkpointed.keys()
     for n in plain:
         torch.testing.assert_close(checkpointed[n], plain[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_merge_and_unload_one_domain_is_a_plain_model(name, tmp_path):
+    model, ids = _temporal(name), sample_ids()
+    with pytest.raises(ValueError, match="name the domain"):
+        model.merge_and_unload()
+    with torch.no_grad(), model.only_domain("code"):
+        expected = model(input_ids=ids).logits
+    plain = model.merge_and_unload(domain="code")
+    assert type(plain) is type(tiny_model(name))
+    assert not any("lora_" in n for n, _ in plain.named_parameters())
+    assert not sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in plain.modules())
+    plain.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)

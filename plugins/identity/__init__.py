@@ -10,11 +10,11 @@ from hfself import hookimpl
 from .block import IdentityBlock
 from .callbacks import IntrospectionArguments, IntrospectionCallback
 from .config import IdentityArguments, IdentityConfig
-from .layer import IdentityStackingError
+from .layer import ExportError, IdentityStackingError
 from .model import IdentityForCausalLM, PersonaMismatchError
 
 __all__ = ["IdentityArguments", "IdentityBlock", "IdentityConfig", "IdentityForCausalLM", "IntrospectionArguments",
-           "IdentityStackingError", "IntrospectionCallback", "PersonaMismatchError"]
+           "ExportError", "IdentityStackingError", "IntrospectionCallback", "PersonaMismatchError"]
 
 @hookimpl
 def hfself_register_identity_blocks(register):

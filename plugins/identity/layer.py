@@ -8,6 +8,8 @@ Two ways, same numbers:
 * **folded** (generation): the biases are added into the projections' own bias
   parameters for the duration of ``generate``; each decoding step then costs
   nothing extra. Projections that are not plain Linear/Conv1D keep the hooks.
+* **exported** (:func:`fold_into_plain_model`): the same, for good, in a plain
+  transformers model whose config says its attention has biases.
 
 The bias is added to the projection *output*, i.e. before rotary embeddings,
 for separate and fused QKV alike (positions come from :mod:`hfself.arch`).
@@ -189,3 +191,59 @@ class IdentityInjector:
             self._folded = False
             for base, bias in saved:
                 base.bias = bias
+
+
+# --------------------------------------------------------------------------- export
+
+
+class ExportError(ValueError):
+    """The architecture cannot carry the identity as plain attention biases."""
+
+
+def fold_into_plain_model(lm: nn.Module, targets: list[_Target], deltas: list[torch.Tensor]) -> nn.Module:
+    """Add ``deltas`` to the targets' biases for good, in a model transformers can load without hfself.
+
+    A projection without a bias gets one only if a boolean ``*bias*`` option of
+    the config makes transformers build it (Llama's ``attention_bias``): the
+    option is turned on, and every other bias it adds (V, O) is zero.
+    """
+    names = {id(m): n for n, m in lm.named_modules()}
+    needed = {f"{names[id(projection_base_layer(t.module))]}.bias" for t in targets}
+    have = {n for n, _ in lm.named_parameters(remove_duplicate=False)}
+    missing = needed - have
+    if missing:
+        option, added = _bias_option(lm.config, have, missing)
+        setattr(lm.config, option, True)
+        for key in sorted(added):
+            module = lm.get_submodule(key.rsplit(".", 1)[0])
+            weight = module.weight
+            width = weight.shape[1] if isinstance(module, Conv1D) else weight.shape[0]
+            module.bias = nn.Parameter(weight.new_zeros(width), requires_grad=weight.requires_grad)
+    with torch.no_grad():
+        for t, delta in zip(targets, deltas):
+            base = projection_base_layer(t.module)
+            base.bias.add_(delta.to(base.bias.dtype))
+    return lm
+
+
+def _bias_option(config, have: set[str], missing: set[str]) -> tuple[str, set[str]]:
+    """The config option that gives the projections in ``missing`` a bias, and every bias it adds."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    candidates = [k for k, v in config.to_dict().items() if "bias" in k and v is False]
+    found = []
+    for option in candidates:
+        trial = config.__class__.from_dict({**config.to_dict(), option: True})
+        with init_empty_weights():
+            keys = {n for n, _ in AutoModelForCausalLM.from_config(trial).named_parameters(remove_duplicate=False)}
+        added = keys - have
+        if missing <= added and added <= {k for k in added if k.endswith(".bias")}:
+            found.append((len(added), option, added))
+    if not found:
+        raise ExportError(
+            f"{type(config).__name__} cannot carry the identity as attention biases: its Q/K projections "
+            f"({', '.join(sorted(missing)[:3])}, ...) have no bias and no boolean config option "
+            f"({', '.join(candidates) or 'none has one'}) adds one. Keep serving it as an IdentityForCausalLM.")
+    _, option, added = min(found)
+    return option, added

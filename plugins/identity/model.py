@@ -17,7 +17,7 @@ from hfself.plugins import registry
 from hfself.wrapper import LMWrapper
 
 from .config import IdentityConfig
-from .layer import IdentityInjector
+from .layer import IdentityInjector, fold_into_plain_model
 
 IDENTITY_WEIGHTS = "identity.safetensors"
 FULL_WEIGHTS = "model.safetensors"
@@ -70,6 +70,7 @@ class IdentityForCausalLM(LMWrapper):
             self.identity_block = block_cls(config, self.arch).to(device=param.device)
             self.injector = IdentityInjector(self.lm, self.identity_block, self.arch)
             self.injector.attach()
+        self._share_lm_interface()
 
     # ------------------------------------------------------------------ building
 
@@ -88,6 +89,18 @@ class IdentityForCausalLM(LMWrapper):
         if self.injector is not None:
             self.injector.detach()
         return self.lm
+
+    def merge_and_unload(self) -> nn.Module:
+        """The persona as a plain transformers model: the identity folded into the Q/K biases for good, a peft
+        LoRA merged. Its ``save_pretrained`` loads with transformers alone, so any engine that serves the base
+        architecture serves the persona. This wrapper is spent afterwards."""
+        if self.injector is None:
+            return self.lm.merge_and_unload() if is_peft_model(self.lm) else self.lm
+        with torch.no_grad():
+            deltas = [d.detach().clone() for d in self.injector.current_deltas()]
+        self.injector.detach()
+        lm = self.lm.merge_and_unload() if is_peft_model(self.lm) else self.lm
+        return fold_into_plain_model(lm, self.injector.targets, deltas)
 
     @contextmanager
     def identity_disabled(self):
@@ -203,18 +216,16 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
         path = persist.resolve_dir(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
         config = config if isinstance(config, IdentityConfig) else IdentityConfig.from_pretrained(path)
         full_file = path / FULL_WEIGHTS
-        # AutoModel moves attn_implementation into the config; pass it on to the base
-        attn_impl = kwargs.get("attn_implementation") or getattr(config, "_attn_implementation_internal", None)
+        options = cls.lm_load_options(kwargs, config)
         if base_model is None:
             if config.base_included and full_file.exists():
                 base_config = AutoConfig.for_model(**config.base_config)
-                attn = {"attn_implementation": attn_impl} if attn_impl else {}
+                attn = {k: v for k, v in options.items() if k == "attn_implementation"}
                 base_model = AutoModelForCausalLM.from_config(base_config, **attn)
             elif config.base_model_name_or_path:
                 from hfself.train import load_causal_lm
 
-                base_model, _ = load_causal_lm(config.base_model_name_or_path, dtype=kwargs.get("dtype"),
-                                               attn_implementation=attn_impl)
+                base_model, _ = load_causal_lm(config.base_model_name_or_path, **options)
             else:
                 raise ValueError(f"{path}: the persona names no base model; pass base_model=...")
         _check_base(config, base_model, path)
@@ -245,7 +256,7 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
         param = next(model.lm.parameters())
         if model.identity_block is not None:
             model.identity_block.to(param.device)
-        return model
+        return model.place(options.get("dtype"), options.get("device_map"))
 
 
 def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:

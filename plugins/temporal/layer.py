@@ -34,6 +34,10 @@ class TokenMixing:
     per-token mixture, in one pass, inside peft's own modules. A pre-hook on
     the router layer computes the weights from the hidden state entering it
     (the layers below carry no adapters, so the mixer reads the bare backbone).
+
+    Some attentions (DeepSeek MLA) cache a latent and run an adapted projection
+    over every cached position at each decoding step; the weights of the
+    cached positions are kept for them (``history``).
     """
 
     def __init__(self, lora_layers: list[nn.Module], domains: list[str], router_layer: nn.Module,
@@ -41,6 +45,7 @@ class TokenMixing:
         self.lora_layers, self.domains, self.router_layer = lora_layers, domains, router_layer
         self.compute_weights = compute_weights  # (B, T, d) hidden -> (B, T, E) weights
         self.weights: torch.Tensor | None = None  # (B, T, E) of the running forward
+        self.history: torch.Tensor | None = None  # (B, T_cached + T, E) since the last forward without a cache
         self._hidden: torch.Tensor | None = None  # (B, T, d) the router read, detached
         self._route_grad = self._reentrant = False  # see _current_weights
         self.handles: list = []
@@ -51,8 +56,7 @@ class TokenMixing:
         self.handles.append(self.router_layer.register_forward_pre_hook(self._route, with_kwargs=True))
         for layer in self.lora_layers:
             for index, name in enumerate(self.domains):
-                hook = layer.lora_A[name].register_forward_hook(
-                    lambda module, args, out, i=index: out * self._current_weights()[..., i:i + 1].to(out.dtype))
+                hook = layer.lora_A[name].register_forward_hook(lambda module, args, out, i=index: self._mix(out, i))
                 self.handles.append(hook)
 
     def detach(self) -> None:
@@ -66,9 +70,28 @@ class TokenMixing:
 
     def _route(self, module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
+        if hidden.dim() > 3:  # (B, T, streams, d) hyper-connection streams (deepseek_v4): route on their mean
+            hidden = hidden.flatten(2, -2).mean(2)
         self.weights = self.compute_weights(hidden)
+        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        if (cache is not None and hasattr(cache, "get_seq_length") and self.history is not None
+                and self.history.shape[0] == hidden.shape[0] and not torch.is_grad_enabled()):
+            keep = cache.get_seq_length() + hidden.shape[1]  # at least every position this sequence has cached
+            self.history = torch.cat([self.history, self.weights], 1)[:, -keep:]
+        else:
+            self.history = self.weights
         if torch._C._current_graph_task_id() == -1:  # a forward, not a checkpoint's recompute inside backward
             self._hidden, self._route_grad, self._reentrant = hidden.detach(), torch.is_grad_enabled(), False
+
+    def _mix(self, lora_hidden: torch.Tensor, index: int) -> torch.Tensor:
+        """(B, T, r) output of one adapter's lora_A, weighted by that adapter's per-token weight."""
+        weights = self._current_weights()  # (B, T, E)
+        if lora_hidden.dim() == 2 and lora_hidden.shape[0] == weights.shape[0] * weights.shape[1]:
+            weights = weights.flatten(0, 1)  # (B*T, E): the tokens flattened (JetMoE's attention experts)
+        length = lora_hidden.shape[-2] if lora_hidden.dim() >= 2 else -1
+        if self.history is not None and self.history.shape[1] >= length > weights.shape[-2]:
+            weights = self.history[:, -length:]  # a projection over the cached positions too (MLA's kv_b_proj)
+        return lora_hidden * weights[..., index:index + 1].to(lora_hidden.dtype)
 
     def _current_weights(self) -> torch.Tensor:
         """The routing weights. Reentrant gradient checkpointing runs the adapted layers without grad, then

@@ -84,6 +84,7 @@ class TemporalLoraForCausalLM(LMWrapper):
         self.mixing.attach()
         self._forced: torch.Tensor | None = None  # (E,) one-hot or fixed weights, else None (routed)
         self.set_trainable("adapters")
+        self._share_lm_interface()
 
     @classmethod
     def from_base(cls, base_model: nn.Module, config: TemporalLoraConfig | None = None,
@@ -132,6 +133,19 @@ class TemporalLoraForCausalLM(LMWrapper):
                 yield self.lm
         finally:
             self.mixing.attach()
+
+    def merge_and_unload(self, domain: str | None = None) -> nn.Module:
+        """A plain transformers model with one domain's adapter merged into the backbone (``domain``, or the only
+        one): what ``only_domain(domain)`` computes. Routing per token between adapters has no static form, so
+        with several domains one must be named. This wrapper is spent afterwards."""
+        if domain is None and len(self.domains) > 1:
+            raise ValueError(f"per-token routing over {self.domains} cannot be merged into one set of weights; "
+                             "name the domain to keep: merge_and_unload(domain=...)")
+        domain = domain or self.domains[0]
+        if domain not in self.domains:
+            raise ValueError(f"unknown domain {domain!r}; this model has {self.domains}")
+        self.mixing.detach()
+        return self.lm.merge_and_unload(adapter_names=[domain])
 
     def set_trainable(self, what: str) -> None:
         """``"adapters"`` (all), a domain name (that adapter only), ``"mixer"`` or ``"none"``; the backbone never."""
@@ -266,9 +280,9 @@ model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")
         """Load from a directory or Hub id, onto ``base_model`` or the backbone the config names."""
         path = persist.resolve_dir(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("token"))
         config = config if isinstance(config, TemporalLoraConfig) else TemporalLoraConfig.from_pretrained(path)
-        attn = kwargs.get("attn_implementation") or getattr(config, "_attn_implementation_internal", None)
+        options = cls.lm_load_options(kwargs, config)
         if base_model is None:
-            base_model = load_backbone(path, config, attn)
+            base_model = load_backbone(path, config, **options)
         model = cls(config, base_model)
         from peft import set_peft_model_state_dict
         from peft.utils import load_peft_weights
@@ -282,11 +296,13 @@ model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")
         expected = {k: tuple(v.shape) for k, v in model.mixer.state_dict().items()}
         model.mixer.load_state_dict(persist.load_tensors(path / MIXER_WEIGHTS, expected=expected))
         model.mixer.to(next(base_model.parameters()).device)
-        return model.eval()
+        return model.place(options.get("dtype"), options.get("device_map")).eval()
 
 
-def load_backbone(path: Path, config: TemporalLoraConfig, attn_implementation: str | None = None) -> nn.Module:
-    """The plain backbone of a saved model: its own weights when included, else the model it names."""
+def load_backbone(path: Path, config: TemporalLoraConfig, attn_implementation: str | None = None,
+                  **load_options) -> nn.Module:
+    """The plain backbone of a saved model: its own weights when included, else the model it names
+    (``load_options``: dtype, device_map)."""
     if config.base_included:
         attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
         base_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.base_config), **attn)
@@ -300,14 +316,19 @@ def load_backbone(path: Path, config: TemporalLoraConfig, attn_implementation: s
     if config.base_model_name_or_path:
         from hfself.train import load_causal_lm
 
-        return load_causal_lm(config.base_model_name_or_path, attn_implementation=attn_implementation)[0]
+        return load_causal_lm(config.base_model_name_or_path, attn_implementation=attn_implementation,
+                              **load_options)[0]
     raise ValueError(f"{path}: the config names no backbone; pass base_model=...")
 
 
 def _default_targets(base_model: nn.Module, arch) -> list[str]:
-    """The Q/K projections hfself.arch found in the attention layers (their names, for peft)."""
-    modules = {id(t.module) for layer in arch.attention_layers for t in layer.targets}
-    return sorted({n.rsplit(".", 1)[-1] for n, m in base_model.named_modules() if id(m) in modules})
+    """The Q/K projections hfself.arch found in the attention layers, by their path inside the decoder layer
+    (``self_attn.q_proj``: peft matches the suffix, so a projection of the same name in the MLP is left alone)."""
+    names = set()
+    for info in arch.attention_layers:
+        path_of = {id(m): n for n, m in info.layer.named_modules()}
+        names |= {path_of[id(t.module)] for t in info.targets if id(t.module) in path_of}
+    return sorted(names)
 
 
 class _StopForward(Exception):
