@@ -32,7 +32,12 @@ and the residual-stream hook point (the layer's output). Nothing is keyed by
    constant there cancels in softmax, as any key bias does without RoPE) and at
    the shared rotary key ``k_pe`` inside ``kv_a_proj_with_mqa``, where RoPE
    makes it position dependent. The compressed latent (it feeds both K and V)
-   is never biased.
+   is never biased. Only projections with one output vector per position are
+   candidates (not relative-position tables or grouped output projections).
+4. **What was measured is verified** (:func:`verify_targets`): every Q and K
+   unit found is biased on the scratch copy, as the identity will be. The
+   attention output must move and the value at the kernel must not, or the
+   model is refused (zaya: Q and K mixed after the projections).
 
 A small table of :class:`ArchAdapter` overrides (``hfself_register_arch_adapters``
 from a plugin, or :func:`register_adapter`) still wins: it can name the layers,
