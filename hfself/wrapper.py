@@ -13,12 +13,29 @@ from __future__ import annotations
 import inspect
 import tempfile
 import types
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from hfself.arch import unwrap_model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Parameters sharded across ranks (FSDP2's DTensors, DeepSpeed ZeRO-3): every rank must run each forward."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
+
+
+def reshard(model: nn.Module) -> None:
+    """Put an FSDP2 root's parameters back to the sharded ones (after a forward the root keeps them whole), so
+    that work outside the forward updates the parameters its optimizer holds. A no-op otherwise."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.reshard()
 
 
 class LMWrapper(PreTrainedModel):
@@ -56,6 +73,35 @@ class LMWrapper(PreTrainedModel):
         lm_forward.__doc__ = forward.__doc__
         lm_forward.__signature__ = inspect.Signature(own + from_lm + rest)
         self.forward = types.MethodType(lm_forward, self)
+
+    @contextmanager
+    def generation_context(self, kwargs: dict):
+        """Where ``generate`` runs (every rank enters). Sharded, each rank keeps stepping until all are done
+        (``synced_gpus``, as TRL does); under FSDP2 the root's own parameters (this wrapper's modules, the
+        embeddings) are gathered for the call, since its steps never pass through this module's forward."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not is_sharded(self):
+            yield
+            return
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            kwargs.setdefault("synced_gpus", True)
+        root = self if isinstance(self, FSDPModule) else None
+        if root is not None:
+            root.unshard()
+        try:
+            yield
+        finally:
+            if root is not None:
+                root.reshard()
+
+    def full_state_dict(self) -> dict:
+        """The whole state, gathered from every rank when sharded (a collective: every rank calls it)."""
+        if not is_sharded(self):
+            return self.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self, options=StateDictOptions(full_state_dict=True))
 
     @staticmethod
     def lm_load_options(kwargs: dict, config=None) -> dict:

@@ -249,3 +249,15 @@ def test_merge_and_unload_one_domain_is_a_plain_model(name, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_deepcopy_gives_an_independent_model():
+    import copy
+
+    model, ids = _temporal(), sample_ids()
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        replica = copy.deepcopy(model)
+        replica.mixer.net[-1].bias.add_(torch.tensor([5.0, -5.0]))
+        assert torch.equal(model(input_ids=ids).logits, before)
+        assert not torch.equal(replica(input_ids=ids).logits, before)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from hfself.arch import ArchInfo
 from hfself.embed import masked_mean
 
 from .config import IdentityConfig
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor on every rank, differentiably. FSDP2 keeps a block's parameters sharded (DTensor) outside
+    the model's forward, where introspection and generation read them."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 class IdentityBlock(nn.Module):
@@ -60,11 +67,11 @@ class IdentityBlock(nn.Module):
 
     def soul(self) -> torch.Tensor:
         """(d_model,) the identity as seen by every layer."""
-        return self.soul_mlp(self.latent())
+        return _whole(self.soul_mlp(self.latent()))
 
     def qk_biases(self) -> torch.Tensor:
         """(L, q_width + k_width): per conditioned layer, the Q bias then the K bias."""
-        return torch.einsum("d,ldw->lw", self.soul(), self.qk_proj)
+        return torch.einsum("d,ldw->lw", self.soul(), _whole(self.qk_proj))
 
     @staticmethod
     def summarize_token_context(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 
 from hfself import persist
 from hfself.train import checkpoint_to_restore
+from hfself.wrapper import is_sharded, reshard
 
 CALLBACK_STATE = "introspection_state.safetensors"
 CALLBACK_META = "introspection_state.json"
@@ -37,8 +38,9 @@ class IntrospectionCallback(TrainerCallback):
     """Introspection rounds during training.
 
     Every ``identity_update_interval`` optimizer steps: generate a
-    self-description from ``identity_prompt`` (main process only; the token ids
-    are broadcast so every rank sees the same text), summarize it with the
+    self-description from ``identity_prompt`` (on the main process, or on every
+    rank when the model is sharded; rank 0's token ids are broadcast so every
+    rank sees the same text), summarize it with the
     model's own hidden states, take one step of a separate Adam optimizer on the
     identity block toward it, log ``introspection/loss``, ``introspection/drift``
     (cosine of the soul before vs after) and append to
@@ -83,8 +85,6 @@ class IntrospectionCallback(TrainerCallback):
 
     def introspect(self, model, tokenizer, train_args=None, step: int = 0, is_main: bool = True) -> dict:
         """Run one introspection round now; returns the record that is logged."""
-        from accelerate.utils import broadcast_object_list
-
         block = self._block(model)
         optimizer = self._ensure_optimizer(model, train_args)
         device = next(block.parameters()).device
@@ -92,13 +92,13 @@ class IntrospectionCallback(TrainerCallback):
         model.eval()
         prompt = tokenizer(self.args.identity_prompt, return_tensors="pt").to(device)
         ids = [None]
-        if is_main:
+        if is_main or is_sharded(model):  # a sharded forward needs every rank; rank 0's text is used by all
             gen = model.generate(**prompt, max_new_tokens=self.args.identity_max_new_tokens,
                                  do_sample=self.args.identity_do_sample, temperature=self.args.identity_temperature,
                                  pad_token_id=tokenizer.pad_token_id)
             ids = [gen[0, prompt["input_ids"].shape[1]:].tolist()]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            broadcast_object_list(ids, from_process=0)
+            torch.distributed.broadcast_object_list(ids, src=0)  # also where accelerate did not start the group
         new_ids = ids[0] or [tokenizer.eos_token_id]
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
 
@@ -109,6 +109,7 @@ class IntrospectionCallback(TrainerCallback):
             soul_before = block.soul().detach().clone()
 
         block.train(was_training)
+        reshard(model)
         loss = block.introspection_round(summary, optimizer, self.args.identity_loss_scale, self.args.identity_ema)
         with torch.no_grad():
             drift = torch.nn.functional.cosine_similarity(soul_before, block.soul(), dim=-1).item()

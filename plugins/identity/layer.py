@@ -46,6 +46,17 @@ class _Target:
         self.dst = dst  # positions in the projection output; None: the whole output, in order
 
 
+class _BiasHook:
+    """Forward hook of target ``i``: adds its identity bias. An object, not a closure, so that ``copy.deepcopy`` of
+    a persona (TRL's reference model) gives hooks that call the copy's injector."""
+
+    def __init__(self, injector: "IdentityInjector", i: int):
+        self.injector, self.i = injector, i
+
+    def __call__(self, module, inputs, output):
+        return self.injector._add_bias(self.i, output)
+
+
 class IdentityInjector:
     """Owns every hook that conditions a model on an :class:`IdentityBlock`."""
 
@@ -102,6 +113,8 @@ class IdentityInjector:
         backpropagates it on its own: each recompute gets a graph of its own, so
         the shared one is not consumed by the first layer.
         """
+        if torch.compiler.is_compiling():
+            return self._deltas  # built by _start_forward; a compiled graph keeps no Python-side cache
         if torch.is_grad_enabled():
             if self._reentrant:
                 return self.compute_deltas()
@@ -136,7 +149,7 @@ class IdentityInjector:
         if self.block.observes_context:
             self._handles.append(backbone.register_forward_hook(self._observe, with_kwargs=True))
         for i, t in enumerate(self.targets):
-            self._handles.append(t.module.register_forward_hook(self._make_hook(i)))
+            self._handles.append(t.module.register_forward_hook(_BiasHook(self, i)))
 
     def detach(self) -> None:
         for h in self._handles:
@@ -149,7 +162,9 @@ class IdentityInjector:
 
     def _start_forward(self, module, args):
         self._grad_forward, self._reentrant = torch.is_grad_enabled(), False
-        if self._grad_forward:  # a new autograd graph for every training forward, outside checkpointed layers
+        if self._grad_forward or torch.compiler.is_compiling():
+            # a new autograd graph for every training forward, outside checkpointed layers (and under
+            # torch.compile, part of the graph: no data-pointer cache to guard on)
             self._deltas, self._cache_key = self.compute_deltas(), None
 
     def _observe(self, module, args, kwargs, output):
@@ -158,22 +173,21 @@ class IdentityInjector:
             hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state  # (B, T, d_model)
             self.block.observe(hidden.detach(), kwargs.get("attention_mask"))
 
-    def _make_hook(self, i: int):
-        def add_identity_bias(module, inputs, output):
-            if self._folded:
-                return output
-            delta = self.current_deltas()[i]
-            return output + delta.to(output.dtype)
-
-        return add_identity_bias
+    def _add_bias(self, i: int, output: torch.Tensor) -> torch.Tensor:
+        if self._folded:
+            return output
+        return output + self.current_deltas()[i].to(output.dtype)
 
     # ------------------------------------------------------------------ folding
 
     @contextmanager
     def folded(self):
         """Fold the current biases into the projections' bias parameters (no_grad inference)."""
-        foldable = all(isinstance(projection_base_layer(t.module), (nn.Linear, Conv1D)) for t in self.targets)
-        if self._folded or not self._handles or not foldable:  # e.g. quantized layers keep the hooks
+        from torch.distributed.tensor import DTensor
+
+        foldable = all(isinstance(base, (nn.Linear, Conv1D)) and not isinstance(base.weight, DTensor)
+                       for base in map(projection_base_layer, (t.module for t in self.targets)))
+        if self._folded or not self._handles or not foldable:  # quantized or FSDP-sharded layers keep the hooks
             yield
             return
         saved = []

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
 from hfself.plugins import registry
-from hfself.wrapper import LMWrapper
+from hfself.wrapper import LMWrapper, is_sharded
 
 from .config import IdentityConfig
 from .layer import IdentityInjector, fold_into_plain_model
@@ -121,16 +121,23 @@ class IdentityForCausalLM(LMWrapper):
 
     @torch.no_grad()
     def generate(self, *args, **kwargs):
-        """The base model's ``generate``, with the identity folded into the projection biases."""
-        if self.injector is None:
-            return self.lm.generate(*args, **kwargs)
-        with self.injector.folded():
-            return self.lm.generate(*args, **kwargs)
+        """The base model's ``generate``, with the identity folded into the projection biases (sharded
+        projections keep the hooks instead; every rank takes part, see ``generation_context``)."""
+        with self.generation_context(kwargs):
+            if self.injector is None:
+                return self.lm.generate(*args, **kwargs)
+            with self.injector.folded():
+                return self.lm.generate(*args, **kwargs)
 
     # ------------------------------------------------------------------ saving
 
-    def identity_state_dict(self) -> dict[str, torch.Tensor]:
-        return {} if self.identity_block is None else dict(self.identity_block.state_dict())
+    def identity_state_dict(self, full_state: dict | None = None) -> dict[str, torch.Tensor]:
+        if self.identity_block is None:
+            return {}
+        if full_state is None:
+            return dict(self.identity_block.state_dict())
+        prefix = "identity_block."
+        return {k[len(prefix):]: v for k, v in full_state.items() if k.startswith(prefix)}
 
     def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool | None = None,
                         state_dict: dict | None = _UNSET, is_main_process: bool = True, push_to_hub: bool = False,
@@ -142,25 +149,27 @@ class IdentityForCausalLM(LMWrapper):
         goes to ``adapter/``. Called by Trainer (which always passes ``state_dict``),
         the trainable weights go to model.safetensors so ``resume_from_checkpoint`` works.
         """
+        gathered = self.full_state_dict() if is_sharded(self) else None  # every rank gathers; the main one writes
         if not is_main_process:
             return
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
+        own = gathered if gathered is not None else self.state_dict()
         from_trainer = state_dict is not _UNSET
         if save_base is None:
             save_base = any(p.requires_grad for n, p in self.lm.named_parameters() if "lora_" not in n)
         if save_base:
-            weights, scope = (state_dict if from_trainer and state_dict is not None else self.state_dict()), "full"
+            weights, scope = (state_dict if from_trainer and state_dict is not None else own), "full"
         elif from_trainer:
             trainable = {n for n, p in self.named_parameters() if p.requires_grad}
             trainable |= {n for n, _ in self.named_buffers() if n.startswith("identity_block.")}  # block state
-            weights, scope = {k: v for k, v in self.state_dict().items() if k in trainable}, "trainable"
+            weights, scope = {k: v for k, v in own.items() if k in trainable}, "trainable"
         else:
             weights, scope = None, None
         if weights is not None:
             persist.save_tensors(out / FULL_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
         if self.identity_block is not None:
-            persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(), metadata={"format": "pt"})
+            persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(gathered), metadata={"format": "pt"})
         if is_peft_model(self.lm):
             self.lm.save_pretrained(out / ADAPTER_DIR)
         self.config.base_included = bool(save_base)

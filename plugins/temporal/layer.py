@@ -25,6 +25,17 @@ class TimeMixer(nn.Module):
         return torch.softmax(self.logits(hidden) / self.temperature, dim=-1)  # (B, T, E)
 
 
+class _MixHook:
+    """Forward hook on one adapter's ``lora_A``: weights its output per token. An object, not a closure, so that
+    ``copy.deepcopy`` of the model gives hooks that call the copy's mixing."""
+
+    def __init__(self, mixing: "TokenMixing", index: int):
+        self.mixing, self.index = mixing, index
+
+    def __call__(self, module, args, output):
+        return self.mixing._mix(output, self.index)
+
+
 class TokenMixing:
     """Hooks that weight each adapter's LoRA path per token.
 
@@ -56,8 +67,7 @@ class TokenMixing:
         self.handles.append(self.router_layer.register_forward_pre_hook(self._route, with_kwargs=True))
         for layer in self.lora_layers:
             for index, name in enumerate(self.domains):
-                hook = layer.lora_A[name].register_forward_hook(lambda module, args, out, i=index: self._mix(out, i))
-                self.handles.append(hook)
+                self.handles.append(layer.lora_A[name].register_forward_hook(_MixHook(self, index)))
 
     def detach(self) -> None:
         for handle in self.handles:

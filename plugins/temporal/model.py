@@ -215,16 +215,17 @@ class TemporalLoraForCausalLM(LMWrapper):
     def generate(self, *args, return_routing: bool = False, **kwargs):
         """The backbone's ``generate`` with per-token routing; ``return_routing=True`` also returns the
         weights of every position processed, (B, T_prompt + T_new - 1, E), in order."""
-        if not return_routing:
-            return self.lm.generate(*args, **kwargs)
-        trace = []
-        handle = self.arch.layers[self.config.router_layer].layer.register_forward_hook(
-            lambda *a: trace.append(self.mixing.weights.detach()))
-        try:
-            sequences = self.lm.generate(*args, **kwargs)
-        finally:
-            handle.remove()
-        return sequences, torch.cat(trace, dim=1)
+        with self.generation_context(kwargs):
+            if not return_routing:
+                return self.lm.generate(*args, **kwargs)
+            trace = []
+            handle = self.arch.layers[self.config.router_layer].layer.register_forward_hook(
+                lambda *a: trace.append(self.mixing.weights.detach()))
+            try:
+                sequences = self.lm.generate(*args, **kwargs)
+            finally:
+                handle.remove()
+            return sequences, torch.cat(trace, dim=1)
 
     # ------------------------------------------------------------------ saving
 
