@@ -6,7 +6,9 @@
 Prints JSON and writes it to benchmarks/results/identity_<device>_<preset>.json. Ratios > 1 mean
 identity is faster. Generation is batch-1 greedy with KV cache; "folded" is what
 IdentityForCausalLM.generate does, "hooks" keeps one add per projection per step.
-Timings are medians over interleaved repeats (base, identity, base, identity, ...).
+Training is also measured under gradient checkpointing (non-reentrant) and under torch.compile,
+each ratio against the base under the same setting. Timings are medians over interleaved
+repeats (base, identity, base, identity, ...).
 """
 
 from __future__ import annotations
@@ -100,25 +102,42 @@ def main():
     p.add_argument("--gen_repeats", type=int, default=5)
     p.add_argument("--gen_warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="interleaved base/identity rounds")
+    p.add_argument("--rows", default="train,generate,checkpointing,compile",
+                   help="comma-separated: train, generate, checkpointing, compile")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
+    rows = set(args.rows.split(","))
     base, ident = build(args, device, dtype, False), build(args, device, dtype, True)
+    models = {"base": base, "identity": ident}
+    compiled = {name: torch.compile(model) for name, model in models.items()} if "compile" in rows else {}
     train = {"base": [], "identity": []}
+    checkpointed = {"base": [], "identity": []}
+    compiled_train = {"base": [], "identity": []}
     gen = {"base": [], "identity_folded": [], "identity_hooks": []}
     peaks = {}
     for _ in range(args.rounds):
-        for name, model in (("base", base), ("identity", ident)):
-            t, peak = train_tokens_per_s(model, args, device)
-            train[name] += t
-            peaks[name] = max(peaks.get(name, 0), peak)
-        gen["base"] += generate_tokens_per_s(base, args, device)
-        gen["identity_folded"] += generate_tokens_per_s(ident, args, device)
-        gen["identity_hooks"] += generate_tokens_per_s(ident, args, device, hooks_only=True)
+        for name, model in models.items():
+            if "train" in rows:
+                t, peak = train_tokens_per_s(model, args, device)
+                train[name] += t
+                peaks[name] = max(peaks.get(name, 0), peak)
+            if "checkpointing" in rows:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                checkpointed[name] += train_tokens_per_s(model, args, device)[0]
+                model.gradient_checkpointing_disable()
+            if "compile" in rows:
+                compiled_train[name] += train_tokens_per_s(compiled[name], args, device)[0]
+        if "generate" in rows:
+            gen["base"] += generate_tokens_per_s(base, args, device)
+            gen["identity_folded"] += generate_tokens_per_s(ident, args, device)
+            gen["identity_hooks"] += generate_tokens_per_s(ident, args, device, hooks_only=True)
 
-    med = {k: statistics.median(v) for k, v in {**{f"train_{k}": v for k, v in train.items()},
-                                                 **{f"generate_{k}": v for k, v in gen.items()}}.items()}
+    series = {**{f"train_{k}": v for k, v in train.items()}, **{f"generate_{k}": v for k, v in gen.items()},
+              **{f"checkpointed_{k}": v for k, v in checkpointed.items()},
+              **{f"compiled_{k}": v for k, v in compiled_train.items()}}
+    med = {k: statistics.median(v) if v else float("nan") for k, v in series.items()}
     result = {
         "benchmark": "identity",
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -130,6 +149,11 @@ def main():
         "train_ratio": med["train_identity"] / med["train_base"],
         "generate_ratio": med["generate_identity_folded"] / med["generate_base"],
         "generate_ratio_hooks_only": med["generate_identity_hooks"] / med["generate_base"],
+        "train_tokens_per_s_checkpointing": {"base": med["checkpointed_base"],
+                                             "identity": med["checkpointed_identity"]},
+        "train_ratio_checkpointing": med["checkpointed_identity"] / med["checkpointed_base"],
+        "train_tokens_per_s_compiled": {"base": med["compiled_base"], "identity": med["compiled_identity"]},
+        "train_ratio_compiled": med["compiled_identity"] / med["compiled_base"],
         "peak_memory_ratio": (peaks["identity"] / peaks["base"]) if peaks.get("base") else None,
         "targets_on_h100_1b": {"train_ratio": 0.99, "generate_ratio": 0.98},
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 PathLike = str | os.PathLike
+_UMASK = os.umask(0o022)  # read once at import (setting it is the only way to read it), then put back
+os.umask(_UMASK)
 
 
 class StateFileError(RuntimeError):
@@ -32,6 +35,8 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give what open() would (a teammate can read a persona)
+            os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -42,6 +47,14 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _file_mode(path: Path) -> int:
+    """The existing file's permissions, else what a plain ``open()`` gives: 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -38,6 +38,27 @@ def test_q_only_changes_only_w_q(name):
     q_only.remove()
 
 
+@pytest.mark.parametrize("name", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_q_only_gradients_are_the_same_under_gradient_checkpointing(name, use_reentrant):
+    """Gradient checkpointing (both modes) gives q_only training the gradients it has without: W_q's, and zero
+    on every K/V unit of a fused projection."""
+    ids = sample_ids(batch=2, length=12)
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model(name).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+        q_only = QOnlyTraining(model)
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        q_only.remove()
+    plain, checkpointed = grads
+    assert plain.keys() == checkpointed.keys() and plain
+    for name_, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name_], grad, rtol=1e-5, atol=1e-7)
+
+
 def test_q_only_refuses_peft_with_a_hint():
     from peft import LoraConfig, get_peft_model
 

@@ -46,6 +46,20 @@ def test_crash_during_write_keeps_previous_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
 
 
+def test_state_files_get_the_permissions_open_would_give(tmp_path):
+    """mkstemp makes 0600 files; state files are as readable as any file the user writes (with umask 022: 0644),
+    and a rewrite keeps the mode the file already had."""
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    persist.save_json(tmp_path / "state.json", {"a": 1})
+    assert stat.S_IMODE(os.stat(tmp_path / "state.json").st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+    os.chmod(tmp_path / "state.json", 0o640)
+    persist.save_json(tmp_path / "state.json", {"a": 2})
+    assert stat.S_IMODE(os.stat(tmp_path / "state.json").st_mode) == 0o640
+
+
 def test_jsonl_tolerates_a_torn_last_line(tmp_path):
     path = tmp_path / "log.jsonl"
     persist.append_jsonl(path, {"a": 1})
