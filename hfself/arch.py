@@ -555,18 +555,11 @@ def _classify_units(scratch, name, block, args, kwargs, via_kernel):
         """One forward: (q, k, v at the kernel or None, output, outputs of projections run before the kernel)."""
         perturbation[0] = None if unit is None else (unit, scale, at)
         events, seen = [], {}
-        handles = [projections[name].register_forward_hook(perturb)]
-        handles += [p.register_forward_hook(lambda m, i, o, key=key: (seen.setdefault(key, o.detach()),
-                                                                      events.append(key)) and None)
-                    for key, p in projections.items() if key != name]
+        hooks = [(projections[name], perturb)]
+        hooks += [(p, lambda m, i, o, key=key: (seen.setdefault(key, o.detach()), events.append(key)) and None)
+                  for key, p in projections.items() if key != name]
         recorder = _Recorder(replace=True, events=events)
-        try:
-            with torch.no_grad(), _instrumented_kernels(recorder):
-                out = scratch(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
-        out = out[0] if isinstance(out, (tuple, list)) else out
+        out = _run_scratch(scratch, args, kwargs, hooks, recorder)
         before_kernel = events[:events.index(KERNEL)] if KERNEL in events else []
         return (recorder.calls[0][1:] if recorder.calls else None), out, {k: seen[k] for k in before_kernel}
 
@@ -639,16 +632,9 @@ def verify_targets(attention: nn.Module, inputs: tuple[tuple, dict], targets: li
         biases[t.name] = bias
 
     def run(biased: bool):
-        handles = [by_name[n].register_forward_hook(lambda m, i, o, b=b: o + b.to(o.dtype)) for n, b in biases.items()
-                   ] if biased else []
+        hooks = [(by_name[n], lambda m, i, o, b=b: o + b.to(o.dtype)) for n, b in biases.items()] if biased else []
         recorder = _Recorder(replace=True)
-        try:
-            with torch.no_grad(), _instrumented_kernels(recorder):
-                out = scratch(*args, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
-        out = out[0] if isinstance(out, (tuple, list)) else out
+        out = _run_scratch(scratch, args, kwargs, hooks, recorder)
         return out, (recorder.calls[0][3] if recorder.calls else None)
 
     plain_out, plain_v = run(False)
@@ -661,6 +647,19 @@ def verify_targets(attention: nn.Module, inputs: tuple[tuple, dict], targets: li
     if via_kernel and plain_v is not None and _differs(v, plain_v):
         raise LayoutError(f"{where}: biasing the query/key units found in {type(attention).__name__} ({names}) moves "
                           f"the value it attends over, so they are not pure Q/K units. {_HOW_TO_REGISTER}")
+
+
+def _run_scratch(scratch: nn.Module, args, kwargs, hooks: list, recorder: _Recorder):
+    """One no-grad forward of the scratch module with ``(module, forward hook)`` pairs on and the attention
+    kernel going through ``recorder``; the module's first output."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        with torch.no_grad(), _instrumented_kernels(recorder):
+            out = scratch(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _linear(call, unit, at, out, base_out) -> bool:

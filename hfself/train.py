@@ -29,18 +29,16 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str | None = None,
                    attn_implementation: str | None = None, seed: int = 0, device_map=None):
     """Load (model, tokenizer); a config-only directory gives a seeded random init."""
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if device_map is not None:
-        kwargs["device_map"] = device_map
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if has_weights(name_or_path):
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", device_map=device_map,
+                                                     **kwargs)
     else:
         config = AutoConfig.from_pretrained(name_or_path)
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, **{k: v for k, v in kwargs.items()
-                                                                          if k != "device_map"})
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
         model.config.name_or_path = str(name_or_path)
     return model, tokenizer
 

@@ -247,6 +247,8 @@ def test_merge_and_unload_exports_a_plain_transformers_model(name, tmp_path):
     import subprocess
     import sys
 
+    from safetensors.torch import load_file, save_file
+
     model = _persona(name)
     base_class = type(model.lm)
     ids = sample_ids()
@@ -255,14 +257,15 @@ def test_merge_and_unload_exports_a_plain_transformers_model(name, tmp_path):
     assert type(plain) is base_class and not _hook_count(plain)
     torch.testing.assert_close(_logits(plain, ids), expected, rtol=1e-5, atol=1e-5)
     plain.save_pretrained(tmp_path)
-    torch.save(ids, tmp_path / "ids.pt")
-    check = (f"import sys, torch; from transformers import AutoModelForCausalLM; "
+    save_file({"ids": ids}, tmp_path / "ids.safetensors")
+    check = (f"import sys; from safetensors.torch import load_file, save_file; "
+             f"from transformers import AutoModelForCausalLM; "
              f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r}, attn_implementation='eager').eval(); "
-             f"ids = torch.load({str(tmp_path / 'ids.pt')!r}); "
-             f"torch.save(m(input_ids=ids).logits.detach(), {str(tmp_path / 'out.pt')!r}); "
+             f"ids = load_file({str(tmp_path / 'ids.safetensors')!r})['ids']; "
+             f"save_file({{'logits': m(input_ids=ids).logits.detach()}}, {str(tmp_path / 'out.safetensors')!r}); "
              f"assert not any(k.startswith(('hfself', 'hfself_plugins')) for k in sys.modules)")
     subprocess.run([sys.executable, "-c", check], check=True)
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(load_file(tmp_path / "out.safetensors")["logits"], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_merge_and_unload_merges_lora_too():

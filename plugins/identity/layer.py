@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from transformers.pytorch_utils import Conv1D
 
 from hfself.arch import ArchInfo, projection_base_layer, unwrap_model
@@ -183,8 +184,6 @@ class IdentityInjector:
     @contextmanager
     def folded(self):
         """Fold the current biases into the projections' bias parameters (no_grad inference)."""
-        from torch.distributed.tensor import DTensor
-
         foldable = all(isinstance(base, (nn.Linear, Conv1D)) and not isinstance(base.weight, DTensor)
                        for base in map(projection_base_layer, (t.module for t in self.targets)))
         if self._folded or not self._handles or not foldable:  # quantized or FSDP-sharded layers keep the hooks

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
 from hfself.plugins import registry
-from hfself.wrapper import LMWrapper, is_sharded
+from hfself.wrapper import LMWrapper
 
 from .config import IdentityConfig
 from .layer import IdentityInjector, fold_into_plain_model
@@ -149,12 +149,11 @@ class IdentityForCausalLM(LMWrapper):
         goes to ``adapter/``. Called by Trainer (which always passes ``state_dict``),
         the trainable weights go to model.safetensors so ``resume_from_checkpoint`` works.
         """
-        gathered = self.full_state_dict() if is_sharded(self) else None  # every rank gathers; the main one writes
+        own = self.full_state_dict()  # sharded: gathered on every rank (a collective); the main process writes
         if not is_main_process:
             return
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        own = gathered if gathered is not None else self.state_dict()
         from_trainer = state_dict is not _UNSET
         if save_base is None:
             save_base = any(p.requires_grad for n, p in self.lm.named_parameters() if "lora_" not in n)
@@ -169,7 +168,7 @@ class IdentityForCausalLM(LMWrapper):
         if weights is not None:
             persist.save_tensors(out / FULL_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
         if self.identity_block is not None:
-            persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(gathered), metadata={"format": "pt"})
+            persist.save_tensors(out / IDENTITY_WEIGHTS, self.identity_state_dict(own), metadata={"format": "pt"})
         if is_peft_model(self.lm):
             self.lm.save_pretrained(out / ADAPTER_DIR)
         self.config.base_included = bool(save_base)
