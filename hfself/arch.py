@@ -64,6 +64,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from hfself.sharding import gathered
+
 # --------------------------------------------------------------------------- layouts
 # A layout maps (num_heads, num_kv_heads, head_dim) to the output positions of
 # flat Q and flat K inside one fused QKV projection (for adapters; discovery measures).
@@ -735,7 +737,11 @@ def _signature(attention: nn.Module) -> tuple:
 
 def inspect_model(model: nn.Module) -> ArchInfo:
     """Find layers, attention and Q/K projections of any causal LM (see the module docstring)."""
-    lm = unwrap_model(model)
+    with gathered(model):  # weights that ZeRO-3 partitioned at load are whole while discovery runs the model
+        return _inspect_model(unwrap_model(model))
+
+
+def _inspect_model(lm: nn.Module) -> ArchInfo:
     config = text_config(lm)
     model_type = getattr(config, "model_type", "") or type(lm).__name__
     adapter = adapters().get(model_type) or adapters().get(getattr(lm.config, "model_type", ""))

@@ -113,19 +113,84 @@ def text_dataset(run_args, split_seed: int = 0):
     return ds
 
 
+TRAINER_STATE = "trainer_state.json"  # Trainer writes it last: a checkpoint without it is incomplete
+
+
 def checkpoint_to_restore(args, state, marker: str) -> Path | None:
-    """The checkpoint a resumed Trainer run started from, if it holds ``marker``.
+    """The checkpoint a resumed Trainer run started from; it must hold ``marker``.
 
     Callbacks that keep their own state call this from ``on_train_begin``:
     ``resume_from_checkpoint`` when given as a path, else
     ``<output_dir>/checkpoint-<global_step>`` (``resume_from_checkpoint=True``).
+    A resumed run whose checkpoint lacks ``marker`` is refused: going on would
+    silently start that callback afresh.
     """
     if state.global_step == 0:
         return None
-    for checkpoint in (args.resume_from_checkpoint, Path(args.output_dir) / f"checkpoint-{state.global_step}"):
-        if checkpoint and isinstance(checkpoint, (str, Path)) and (Path(checkpoint) / marker).exists():
-            return Path(checkpoint)
-    return None
+    candidates = [Path(c) for c in (args.resume_from_checkpoint,) if isinstance(c, (str, Path)) and Path(c).is_dir()]
+    candidates.append(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+    for checkpoint in candidates:
+        if (checkpoint / marker).exists():
+            return checkpoint
+    raise FileNotFoundError(f"resuming at step {state.global_step}, but {candidates[0]} has no {marker}: the "
+                            "checkpoint was written without this callback's state (an interrupted save, or a run "
+                            "without the callback). Resume from an earlier complete checkpoint.")
+
+
+def checkpoint_dir_being_saved(args, state, control) -> Path | None:
+    """The folder Trainer writes right after this event when it is about to save, else None. Callbacks save their
+    state there from ``on_step_end``/``on_epoch_end``, before Trainer's ``trainer_state.json`` marks the
+    checkpoint as written, so a crash in between leaves an incomplete checkpoint, never a silently partial one."""
+    if not control.should_save:
+        return None
+    return Path(args.output_dir) / f"checkpoint-{state.global_step}"
+
+
+def resume_argument(trainer, fresh_if_none: bool = False) -> str | None:
+    """``trainer.args.resume_from_checkpoint`` resolved by :func:`resolve_checkpoint`, requiring the files the
+    trainer's callbacks keep in every checkpoint (their ``checkpoint_files``); stored back in the args, where those
+    callbacks look for it. ``fresh_if_none``: "true" without a complete checkpoint starts afresh."""
+    required = [f for cb in trainer.callback_handler.callbacks for f in getattr(cb, "checkpoint_files", ())]
+    path = resolve_checkpoint(trainer.args.resume_from_checkpoint, trainer.args.output_dir, required, fresh_if_none)
+    trainer.args.resume_from_checkpoint = path
+    return path
+
+
+def resolve_checkpoint(resume_from_checkpoint, output_dir, required: list[str] = (),
+                       fresh_if_none: bool = False) -> str | None:
+    """What to pass to ``Trainer.train(resume_from_checkpoint=...)``.
+
+    ``True``/"true" (any case): the latest *complete* ``checkpoint-N`` in ``output_dir`` (it holds
+    ``trainer_state.json`` and every file in ``required``); incomplete ones, left by a crash during a save,
+    are skipped with a warning. A path must be complete, or the error names what is missing. ``None``,
+    ``False``/"false" or "": start afresh.
+    """
+    import logging
+    import re
+
+    value = resume_from_checkpoint
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false")):
+        return None
+    needed = [TRAINER_STATE, *required]
+    if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
+        found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*")
+                 if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+        for _, path in sorted(found, reverse=True):
+            missing = [f for f in needed if not (path / f).exists()]
+            if not missing:
+                return str(path)
+            logging.getLogger("hfself").warning("skipping incomplete checkpoint %s (missing %s)", path,
+                                                ", ".join(missing))
+        if fresh_if_none:
+            return None
+        raise FileNotFoundError(f"--resume_from_checkpoint true: no complete checkpoint-N in {output_dir} "
+                                f"(each needs {', '.join(needed)})")
+    path = Path(value)
+    missing = [f for f in needed if not (path / f).exists()] if path.is_dir() else ["the folder itself"]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {path} is incomplete (missing {', '.join(missing)}); resume from "
+                                "another one, or pass --resume_from_checkpoint true for the latest complete one")
+    return str(path)
 
 
 def warm_up(model, tokenizer, dataset, sft_args, steps: int, learning_rate: float, subdir: str = "warmup") -> None:

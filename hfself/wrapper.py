@@ -17,25 +17,11 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from hfself.arch import unwrap_model
-
-
-def is_sharded(model: nn.Module) -> bool:
-    """Parameters sharded across ranks (FSDP2's DTensors, DeepSpeed ZeRO-3): every rank must run each forward."""
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
-
-
-def reshard(model: nn.Module) -> None:
-    """Put an FSDP2 root's parameters back to the sharded ones (after a forward the root keeps them whole), so
-    that work outside the forward updates the parameters its optimizer holds. A no-op otherwise."""
-    from torch.distributed.fsdp import FSDPModule
-
-    if isinstance(model, FSDPModule):
-        model.reshard()
+from hfself.sharding import gathered, is_sharded, sharded_generation_kwargs
 
 
 class LMWrapper(PreTrainedModel):
@@ -84,8 +70,8 @@ class LMWrapper(PreTrainedModel):
         if not is_sharded(self):
             yield
             return
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            kwargs.setdefault("synced_gpus", True)
+        for key, value in sharded_generation_kwargs(self).items():
+            kwargs.setdefault(key, value)
         root = self if isinstance(self, FSDPModule) else None
         if root is not None:
             root.unshard()
@@ -99,6 +85,9 @@ class LMWrapper(PreTrainedModel):
         """The whole state, gathered from every rank when sharded (a collective: every rank calls it)."""
         if not is_sharded(self):
             return self.state_dict()
+        if not any(isinstance(p, DTensor) for p in self.parameters()):  # DeepSpeed ZeRO-3
+            with gathered(self):
+                return {k: v.detach().clone() for k, v in self.state_dict().items()}
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(self, options=StateDictOptions(full_state_dict=True))

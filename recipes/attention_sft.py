@@ -34,8 +34,8 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from hfself.args import RunArguments, flat_config, parse_args
-from hfself.train import (bind_callbacks, has_weights, load_causal_lm, prepare_model, text_dataset, trainer_kwargs,
-                          warm_up)
+from hfself.train import (bind_callbacks, has_weights, load_causal_lm, prepare_model, resume_argument, text_dataset,
+                          trainer_kwargs, warm_up)
 from hfself_plugins.attention import (AttentionArguments, AttentionProbe, DreamArguments, conversation_text,
                                       listening_conversations)
 from hfself_plugins.optim import OptimArguments
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None):
     groups = getattr(trainer.optimizer, "hfself_groups", None)
     if groups and sft.process_index == 0:
         print(f"optimizer {run.optimizer}: parameter groups {json.dumps(groups)}")
-    trainer.train(resume_from_checkpoint=sft.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_argument(trainer))
 
     if trainer.accelerator.is_main_process:
         model.save_pretrained(out / "final")

@@ -24,7 +24,8 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from hfself.args import RunArguments, flat_config, parse_args
-from hfself.train import bind_callbacks, has_weights, load_causal_lm, prepare_model, text_dataset, trainer_kwargs
+from hfself.train import (bind_callbacks, has_weights, load_causal_lm, prepare_model, resume_argument, text_dataset,
+                          trainer_kwargs)
 from hfself_plugins.identity import IdentityArguments, IntrospectionArguments
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "identity_sft.yaml"
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None):
     trainer = SFTTrainer(model=model, args=sft, train_dataset=text_dataset(run, sft.seed), processing_class=tokenizer,
                          **trainer_kwargs(model, sft, run_config))
     bind_callbacks(trainer)
-    trainer.train(resume_from_checkpoint=sft.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_argument(trainer))
 
     persona_dir = Path(recipe.persona_dir or Path(sft.output_dir) / "persona")
     if trainer.accelerator.is_main_process:

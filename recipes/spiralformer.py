@@ -19,6 +19,7 @@ from datasets import Dataset
 from transformers import TrainingArguments, set_seed
 
 from hfself.args import parse_args
+from hfself.train import resume_argument
 from hfself_plugins.spiral import GlyphCodec, GlyphTokenizer, SpiralArguments, SpiralformerConfig
 from hfself_plugins.spiral import SpiralformerForCausalLM
 from hfself_plugins.spiral.data import EchoCollator, datagen, encode_echo, read_echoes
@@ -66,7 +67,7 @@ def train(argv: list[str] | None = None):
     trainer = RhythmicTrainer(model=model, args=targs, train_dataset=_dataset(train_file, codec),
                               eval_dataset=_dataset(val_file, codec) if val_file.exists() else None,
                               data_collator=EchoCollator(codec.pad_id))
-    trainer.train(resume_from_checkpoint=targs.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_argument(trainer))
     if trainer.eval_dataset is not None:
         print(trainer.evaluate())
     model_dir = Path(spiral.model_dir or Path(targs.output_dir) / "model")

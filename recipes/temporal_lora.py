@@ -33,7 +33,7 @@ from trl import SFTConfig, SFTTrainer
 
 from hfself.args import RunArguments, parse_args
 from hfself.data import corpus_text, text_chunks
-from hfself.train import has_weights, load_causal_lm, warm_up
+from hfself.train import has_weights, load_causal_lm, resume_argument, warm_up
 from hfself_plugins.temporal import TemporalLoraConfig, TemporalLoraForCausalLM
 from hfself_plugins.temporal.experiments import neutral_texts, router_accuracy, split_corpus
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None):
     run, temporal, sft = parse_args(ARGUMENT_CLASSES, argv, config=str(DEFAULT_CONFIG))
     set_seed(sft.seed)
     out = Path(sft.output_dir)
-    resume = bool(sft.resume_from_checkpoint)
+    resume = sft.resume_from_checkpoint not in (None, False) and str(sft.resume_from_checkpoint).lower() != "false"
 
     backbone, tokenizer = load_causal_lm(run.model_name_or_path, attn_implementation=run.attn_implementation,
                                          seed=run.seed_model)
@@ -118,17 +118,17 @@ def main(argv: list[str] | None = None):
     for corpus, name in zip(temporal.domains, model.domains):
         model.set_trainable(name)
         data = Dataset.from_dict({"text": domain_texts(corpus, run.chunk_chars, run.max_train_samples)})
-        args = stage_args(sft, f"adapter-{name}", temporal.adapter_steps, resume_from_checkpoint=None)
+        args = stage_args(sft, f"adapter-{name}", temporal.adapter_steps, resume_from_checkpoint=resume)
         with model.only_domain(name):
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
-            trainer.train(resume_from_checkpoint=resume and _has_checkpoint(args.output_dir))
+            trainer.train(resume_from_checkpoint=resume_argument(trainer, fresh_if_none=True))
 
     model.set_trainable("mixer")
     args = stage_args(sft, "calibration", temporal.calibration_steps, learning_rate=temporal.calibration_learning_rate,
-                      resume_from_checkpoint=None, remove_unused_columns=False)
+                      resume_from_checkpoint=resume, remove_unused_columns=False)
     trainer = Trainer(model=model, args=args, train_dataset=calibration_dataset(tokenizer, temporal, run, sft.max_length),
                       data_collator=DataCollatorWithPadding(tokenizer))
-    trainer.train(resume_from_checkpoint=resume and _has_checkpoint(args.output_dir))
+    trainer.train(resume_from_checkpoint=resume_argument(trainer, fresh_if_none=True))
     model.set_trainable("none")
 
     if trainer.accelerator.is_main_process:
@@ -143,9 +143,6 @@ def main(argv: list[str] | None = None):
     trainer.accelerator.wait_for_everyone()
     return model, trainer
 
-
-def _has_checkpoint(directory: str) -> bool:
-    return any(Path(directory).glob("checkpoint-*"))
 
 
 if __name__ == "__main__":

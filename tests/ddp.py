@@ -13,10 +13,11 @@ from hfself.persist import load_tensors
 TESTS = Path(__file__).parent
 
 
-def run_two_ranks(script: str, argv: list[str], rank_dir: Path, port: int) -> dict[str, torch.Tensor]:
-    """Launch ``tests/<script>`` on 2 CPU ranks; assert the rank<k>.safetensors it wrote in ``rank_dir`` are
-    bit-identical and return rank 0's tensors."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
+def run_two_ranks(script: str, argv: list[str], rank_dir: Path, port: int,
+                  env: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """Launch ``tests/<script>`` on 2 CPU ranks (``env`` added to the environment); assert the
+    rank<k>.safetensors it wrote in ``rank_dir`` are bit-identical and return rank 0's tensors."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(port),
            str(TESTS / script), *argv, "--use_cpu", "true"]

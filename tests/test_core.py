@@ -156,3 +156,33 @@ def test_corpora_and_default_model():
     again, _ = load_causal_lm(DEFAULT_MODEL, seed=0)
     assert torch.equal(model.lm_head.weight, again.lm_head.weight)  # seeded random init
     assert tok.decode(tok("Thou art")["input_ids"]) == "Thou art"
+
+
+def test_resolve_checkpoint_takes_the_latest_complete_one(tmp_path, caplog):
+    import pytest
+
+    from hfself.train import resolve_checkpoint
+
+    def checkpoint(step, *files):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for f in files:
+            (folder / f).write_text("{}")
+        return folder
+
+    complete = checkpoint(2, "trainer_state.json", "cb.json")
+    checkpoint(9, "trainer_state.json")  # lacks the callback's file
+    checkpoint(10, "cb.json", "model.safetensors")  # killed before trainer_state.json
+    (tmp_path / "checkpoint-11").mkdir()  # killed at the start of the save
+    with caplog.at_level("WARNING", logger="hfself"):
+        assert resolve_checkpoint("TRUE", tmp_path, ["cb.json"]) == str(complete)
+    assert all(f"checkpoint-{n}" in caplog.text for n in (9, 10, 11))
+    assert resolve_checkpoint(True, tmp_path) == str(tmp_path / "checkpoint-9")  # numeric order, not text
+    for off in (None, False, "false", ""):
+        assert resolve_checkpoint(off, tmp_path) is None
+    assert resolve_checkpoint(str(complete), tmp_path, ["cb.json"]) == str(complete)
+    with pytest.raises(FileNotFoundError, match="missing trainer_state.json"):
+        resolve_checkpoint(str(tmp_path / "checkpoint-10"), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        resolve_checkpoint("true", tmp_path / "checkpoint-11")
+    assert resolve_checkpoint("true", tmp_path / "checkpoint-11", fresh_if_none=True) is None

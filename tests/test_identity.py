@@ -345,6 +345,19 @@ def test_fsdp2_on_two_cpu_ranks_trains_generates_and_saves_whole(tmp_path):
     assert (tmp_path / "persona" / "identity.safetensors").exists()
 
 
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_two_cpu_ranks_trains_introspects_and_saves_whole(tmp_path, stage):
+    """DeepSpeed ZeRO-2/3 (its CPU accelerator, gloo, 2 processes): a training step, an introspection round (all
+    ranks generate under ZeRO-3; the round reaches the fp32 master copy) and a second step equal the same run
+    unsharded; generate matches; the saved persona reloads with equal logits (tests/deepspeed_identity_run.py)."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
+    from ddp import run_two_ranks
+
+    ranks = run_two_ranks("deepspeed_identity_run.py", [str(tmp_path), str(stage)], tmp_path, 29563 + stage,
+                          env={"DS_ACCELERATOR": "cpu"})
+    assert ranks["generated"].shape == (2, 9)
+
+
 def test_deepcopy_gives_an_independent_persona():
     """TRL builds reference models with copy.deepcopy: the copy's hooks must read the copy's identity."""
     import copy

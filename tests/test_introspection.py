@@ -1,6 +1,7 @@
 """The main job: identity SFT with introspection, resume and 2-process DDP."""
 
 import json
+from pathlib import Path
 
 import torch
 from ddp import run_two_ranks
@@ -56,3 +57,45 @@ def test_ddp_ranks_identical_after_introspection(tmp_path):
     run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path, 29533)
     log = (tmp_path / "introspection.jsonl").read_text().splitlines()
     assert len(log) == 2  # written once (main process), not once per rank
+
+
+def test_checkpoints_hold_introspection_state_before_they_count_and_resume_skips_interrupted_ones(
+        tmp_path, monkeypatch, caplog):
+    """Trainer's trainer_state.json (written last) makes a checkpoint count: the introspection state must be in the
+    folder by then. A save killed before it leaves an incomplete folder, which ``--resume_from_checkpoint true``
+    skips (with a warning) for the previous complete one; a checkpoint without the introspection state is refused."""
+    import shutil
+
+    import pytest
+    from transformers import TrainerState
+
+    present_at_state_write = {}
+    save_to_json = TrainerState.save_to_json
+
+    def spy(self, path):
+        folder = Path(path).parent
+        present_at_state_write[folder.name] = {f.name for f in folder.iterdir()}
+        return save_to_json(self, path)
+
+    monkeypatch.setattr(TrainerState, "save_to_json", spy)
+    full = tmp_path / "full"
+    a = _run(full)
+    assert set(present_at_state_write) == {"checkpoint-4", "checkpoint-8"}
+    for files in present_at_state_write.values():
+        assert {"introspection_state.json", "introspection_state.safetensors"} <= files
+    monkeypatch.undo()
+
+    # a kill during checkpoint-8's save, before trainer_state.json: resume picks checkpoint-4 and ends where `a` did
+    crashed = tmp_path / "crashed"
+    shutil.copytree(full, crashed)
+    (crashed / "checkpoint-8" / "trainer_state.json").unlink()
+    with caplog.at_level("WARNING", logger="hfself"):
+        b = _run(crashed, "--resume_from_checkpoint", "true")
+    assert "skipping incomplete checkpoint" in caplog.text and "checkpoint-8" in caplog.text
+    assert b.state.global_step == 8
+    for pa, pb in zip(a.model.identity_block.state_dict().values(), b.model.identity_block.state_dict().values()):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+
+    (crashed / "checkpoint-4" / "introspection_state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="introspection_state.json"):
+        _run(crashed, "--resume_from_checkpoint", str(crashed / "checkpoint-4"))

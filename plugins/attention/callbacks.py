@@ -9,7 +9,8 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
-from hfself.train import checkpoint_to_restore
+from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore
+from hfself.sharding import is_sharded, sharded_generation_kwargs
 
 from .config import DreamArguments
 from .layer import QOnlyTraining
@@ -95,6 +96,8 @@ class DreamCallback(TrainerCallback):
         trainer = SFTTrainer(..., callbacks=[cb]); cb.bind(trainer); trainer.train()
     """
 
+    checkpoint_files = (DREAM_STATE,)  # in every checkpoint (hfself.train.resolve_checkpoint)
+
     def __init__(self, args: DreamArguments | None = None, seed: int = 0):
         self.args = args or DreamArguments()
         self.buffer = ReplayBuffer(self.args.dream_buffer_size)
@@ -124,7 +127,7 @@ class DreamCallback(TrainerCallback):
         from accelerate.utils import broadcast_object_list
 
         payload = [None]
-        if is_main:
+        if is_main or is_sharded(model):  # a sharded forward needs every rank; rank 0's scenarios are used by all
             payload = [self._generate(model, tokenizer)]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             broadcast_object_list(payload, from_process=0)
@@ -150,7 +153,7 @@ class DreamCallback(TrainerCallback):
             enc["attention_mask"] = torch.ones_like(enc["input_ids"])
         out = model.generate(**enc, max_new_tokens=self.args.dream_max_new_tokens, do_sample=True,
                              temperature=self.args.dream_temperature, pad_token_id=tokenizer.pad_token_id,
-                             output_scores=True, return_dict_in_generate=True)
+                             output_scores=True, return_dict_in_generate=True, **sharded_generation_kwargs(model))
         model.train(was_training)
         prompt_len = enc["input_ids"].shape[1]
         new = out.sequences[:, prompt_len:]  # (N, T_new)
@@ -191,8 +194,16 @@ class DreamCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         interval = self.args.dream_interval
-        if interval <= 0 or state.global_step % interval != 0:
-            return
+        if interval > 0 and state.global_step % interval == 0:
+            self._round(args, state, model, processing_class)
+        self.on_epoch_end(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        directory = checkpoint_dir_being_saved(args, state, control)  # before trainer_state.json is written
+        if directory is not None:  # every rank writes its own sampler state; the buffer is the same on all ranks
+            self.save_state(directory, args.process_index)
+
+    def _round(self, args, state, model, processing_class) -> None:
         record = self.dream(model, processing_class, step=state.global_step, is_main=state.is_world_process_zero)
         if state.is_world_process_zero:
             persist.append_jsonl(Path(args.output_dir) / DREAM_LOG, record)
@@ -202,10 +213,6 @@ class DreamCallback(TrainerCallback):
             if record["mean_score"] is not None:
                 metrics["dream/mean_score"] = record["mean_score"]
             self._trainer.log(metrics)
-
-    def on_save(self, args, state, control, **kwargs):
-        # every rank writes its own sampler state; the buffer is the same on all ranks
-        self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}", args.process_index)
 
     # ------------------------------------------------------------------ state
 

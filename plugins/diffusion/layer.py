@@ -25,6 +25,7 @@ from torch import nn
 
 from hfself.arch import ArchInfo
 from hfself.embed import masked_mean
+from hfself.sharding import backward_outside_step
 from hfself_plugins.identity import IdentityBlock, IdentityConfig
 
 from .config import DiffusionBlockConfig
@@ -208,7 +209,7 @@ class DiffusionIdentityBlock(IdentityBlock):
         for _ in range(self.options.denoise_updates):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_scale * self.denoising_loss(targets, generator)
-            loss.backward()
+            backward_outside_step(loss, list(self.parameters()))
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():

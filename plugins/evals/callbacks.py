@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
+from hfself.sharding import is_sharded
+
 from .config import EvalArguments
 
 
@@ -61,10 +63,10 @@ class EvalCallback(TrainerCallback):
         return metrics
 
     def _maybe_measure(self, state, model, tokenizer):
-        if not state.is_world_process_zero:
+        if not (state.is_world_process_zero or is_sharded(model)):  # a sharded model measures on every rank
             return
         metrics = self.measure(model, tokenizer, state.global_step)
-        if self._trainer is not None:
+        if self._trainer is not None and state.is_world_process_zero:
             self._trainer.log(metrics)
 
     def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):

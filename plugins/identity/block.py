@@ -8,6 +8,7 @@ from torch.distributed.tensor import DTensor
 
 from hfself.arch import ArchInfo
 from hfself.embed import masked_mean
+from hfself.sharding import backward_outside_step
 
 from .config import IdentityConfig
 
@@ -73,6 +74,11 @@ class IdentityBlock(nn.Module):
         """(L, q_width + k_width): per conditioned layer, the Q bias then the K bias."""
         return torch.einsum("d,ldw->lw", self.soul(), _whole(self.qk_proj))
 
+    def forward(self) -> torch.Tensor:
+        """(L, q_width + k_width) :meth:`qk_biases`, called as a module so that DeepSpeed ZeRO-3 gathers the
+        block's parameters for it (and its backward)."""
+        return self.qk_biases()
+
     @staticmethod
     def summarize_token_context(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, d_model) -> (B, d_model): masked mean over the valid tokens."""
@@ -88,7 +94,7 @@ class IdentityBlock(nn.Module):
         previous = self.identity.detach().clone()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_scale * self.introspection_loss(summary)
-        loss.backward()
+        backward_outside_step(loss, list(self.parameters()))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema > 0:

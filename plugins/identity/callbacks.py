@@ -9,8 +9,8 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
-from hfself.train import checkpoint_to_restore
-from hfself.wrapper import is_sharded, reshard
+from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore
+from hfself.sharding import is_sharded, reshard, updating_whole
 
 CALLBACK_STATE = "introspection_state.safetensors"
 CALLBACK_META = "introspection_state.json"
@@ -53,6 +53,8 @@ class IntrospectionCallback(TrainerCallback):
         trainer = SFTTrainer(model=identity_model, args=..., callbacks=[cb], ...)
         cb.bind(trainer)   # optional: logs go through trainer.log (report_to)
     """
+
+    checkpoint_files = (CALLBACK_STATE, CALLBACK_META)  # in every checkpoint (hfself.train.resolve_checkpoint)
 
     def __init__(self, args: IntrospectionArguments | None = None, main_lr: float | None = None):
         self.args = args or IntrospectionArguments()
@@ -106,13 +108,15 @@ class IntrospectionCallback(TrainerCallback):
             input_ids = torch.tensor([new_ids], device=device)
             hidden = model(input_ids=input_ids, output_hidden_states=True).hidden_states[-1]  # (1, T, d_model)
             summary = block.summarize_token_context(hidden.float(), None)[0]  # (d_model,)
-            soul_before = block.soul().detach().clone()
 
-        block.train(was_training)
         reshard(model)
-        loss = block.introspection_round(summary, optimizer, self.args.identity_loss_scale, self.args.identity_ema)
-        with torch.no_grad():
-            drift = torch.nn.functional.cosine_similarity(soul_before, block.soul(), dim=-1).item()
+        with updating_whole(block):
+            with torch.no_grad():
+                soul_before = block.soul().detach().clone()
+            block.train(was_training)
+            loss = block.introspection_round(summary, optimizer, self.args.identity_loss_scale, self.args.identity_ema)
+            with torch.no_grad():
+                drift = torch.nn.functional.cosine_similarity(soul_before, block.soul(), dim=-1).item()
         model.train(was_training)
         model.last_self_description = text
         self.rounds += 1
@@ -130,8 +134,16 @@ class IntrospectionCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         interval = self.args.identity_update_interval
-        if interval <= 0 or state.global_step % interval != 0:
-            return
+        if interval > 0 and state.global_step % interval == 0:
+            self._round(args, state, control, model, processing_class)
+        self.on_epoch_end(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        directory = checkpoint_dir_being_saved(args, state, control)  # before trainer_state.json is written
+        if directory is not None and state.is_world_process_zero:
+            self.save_state(directory)
+
+    def _round(self, args, state, control, model, processing_class) -> None:
         record = self.introspect(model, processing_class, args, step=state.global_step,
                                  is_main=state.is_world_process_zero)
         if state.is_world_process_zero:
@@ -148,10 +160,6 @@ class IntrospectionCallback(TrainerCallback):
         if self._pending and logs is not None:
             logs.update(self._pending)
             self._pending = None
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.save_state(Path(args.output_dir) / f"checkpoint-{state.global_step}")
 
     # ------------------------------------------------------------------ state
 

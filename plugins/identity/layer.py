@@ -21,10 +21,10 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 from transformers.pytorch_utils import Conv1D
 
 from hfself.arch import ArchInfo, projection_base_layer, unwrap_model
+from hfself.sharding import is_sharded
 
 from .block import IdentityBlock
 
@@ -91,7 +91,7 @@ class IdentityInjector:
 
     def compute_deltas(self) -> list[torch.Tensor]:
         """Per target, a full-width bias (out_features,) to add to the projection output."""
-        biases = self.block.qk_biases()  # (L, q_width + k_width)
+        biases = self.block()  # (L, q_width + k_width)
         deltas = []
         for t in self.targets:
             b = biases[t.row, t.src.to(biases.device)]
@@ -102,6 +102,8 @@ class IdentityInjector:
 
     def _param_key(self):
         state = [*self.block.parameters(), *self.block.buffers()]  # a block's state may live in buffers too
+        if is_sharded(self.block):
+            return object()  # ZeRO-3 updates the partitions behind the parameters' backs: never cached
         return tuple(t._version for t in state) + tuple(t.data_ptr() for t in state)
 
     def current_deltas(self) -> list[torch.Tensor]:
@@ -184,9 +186,9 @@ class IdentityInjector:
     @contextmanager
     def folded(self):
         """Fold the current biases into the projections' bias parameters (no_grad inference)."""
-        foldable = all(isinstance(base, (nn.Linear, Conv1D)) and not isinstance(base.weight, DTensor)
+        foldable = all(isinstance(base, (nn.Linear, Conv1D)) and not is_sharded(base)
                        for base in map(projection_base_layer, (t.module for t in self.targets)))
-        if self._folded or not self._handles or not foldable:  # quantized or FSDP-sharded layers keep the hooks
+        if self._folded or not self._handles or not foldable:  # quantized or sharded layers keep the hooks
             yield
             return
         saved = []
