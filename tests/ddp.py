@@ -28,3 +28,20 @@ def run_two_ranks(script: str, argv: list[str], rank_dir: Path, port: int,
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
     return r0
+
+
+def generating_callbacks_on_every_rank(model, tokenizer, rank: int) -> dict[str, torch.Tensor]:
+    """A dream round and an eval during training on a sharded ``model``: each generates or runs forwards, which
+    every rank must join (without that, rank 0 waits forever). Returns what both ranks must agree on."""
+    from transformers import TrainerState
+
+    from hfself_plugins.attention import DreamArguments, DreamCallback
+    from hfself_plugins.evals import EvalArguments, EvalCallback
+
+    dreams = DreamCallback(DreamArguments(dream_num=2, dream_max_new_tokens=4, dream_min_tokens=1, dream_keep=2))
+    record = dreams.dream(model, tokenizer, step=1, is_main=rank == 0)
+    evals = EvalCallback(EvalArguments(measures=["perplexity"], heldout_texts=2, max_length=16), every=1)
+    evals._maybe_measure(TrainerState(global_step=1, is_world_process_zero=rank == 0), model, tokenizer)
+    assert record["generated"] == 2 and evals.history
+    return {"dream_ids": torch.tensor([i for item in dreams.buffer.items for i in item["input_ids"]]),
+            "perplexity_ratio": torch.tensor(evals.history[-1]["persona/perplexity_ratio"])}

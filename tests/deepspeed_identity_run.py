@@ -13,6 +13,7 @@ from pathlib import Path
 import deepspeed
 import torch
 import torch.distributed as dist
+from ddp import generating_callbacks_on_every_rank
 from tiny_models import sample_ids
 
 from hfself import IdentityConfig, IdentityForCausalLM, IntrospectionCallback
@@ -65,6 +66,7 @@ def main(out_dir: Path, stage: int) -> None:
     assert not torch.allclose(logits, start), "training must change the persona"
     torch.testing.assert_close(logits, logits_of(replica, ids), rtol=1e-4, atol=1e-5)
 
+    callbacks = generating_callbacks_on_every_rank(persona, tokenizer, rank) if stage == 3 else {}
     kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
     generated = persona.generate(ids[:, :5], **kwargs)
     assert torch.equal(generated, replica.generate(ids[:, :5], **kwargs))
@@ -73,7 +75,8 @@ def main(out_dir: Path, stage: int) -> None:
     if rank == 0:
         loaded = IdentityForCausalLM.from_pretrained(out_dir / "persona", attn_implementation="eager")
         torch.testing.assert_close(logits_of(loaded, ids), logits, rtol=0, atol=1e-5)
-    save_tensors(out_dir / f"rank{rank}.safetensors", {"logits": logits.contiguous(), "generated": generated})
+    save_tensors(out_dir / f"rank{rank}.safetensors", {"logits": logits.contiguous(), "generated": generated,
+                                                       **callbacks})
     dist.destroy_process_group()
 
 

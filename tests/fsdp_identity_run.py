@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from ddp import generating_callbacks_on_every_rank
 from tiny_models import sample_ids
 from torch.distributed.fsdp import fully_shard
 
@@ -54,6 +55,7 @@ def main(out_dir: Path) -> None:
     assert not torch.allclose(logits, unsharded), "the step must change the persona"
     with torch.no_grad():  # sharded training and introspection did what the unsharded run does
         torch.testing.assert_close(logits, replica.eval()(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+    callbacks = generating_callbacks_on_every_rank(persona, tokenizer, rank)
     generated = persona.generate(ids[:, :5], max_new_tokens=4, do_sample=False, pad_token_id=0)
     persona.save_pretrained(out_dir / "persona", save_base=True, is_main_process=rank == 0)
     dist.barrier()
@@ -64,7 +66,7 @@ def main(out_dir: Path) -> None:
         kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
         assert torch.equal(loaded.generate(ids[:, :5], **kwargs), generated)
     save_tensors(out_dir / f"rank{rank}.safetensors", {"logits": logits.contiguous(), "generated": generated,
-                                                       "soul": persona.identity_block.soul().detach()})
+                                                       "soul": persona.identity_block.soul().detach(), **callbacks})
     dist.destroy_process_group()
 
 

@@ -12,8 +12,9 @@ from .config import EvalArguments
 class EvalCallback(TrainerCallback):
     """Run persona measures whenever the Trainer evaluates (``eval_strategy``), or every ``every`` steps.
 
-    Only the main process measures; numbers are logged as ``persona/*`` through
-    the trainer (``report_to``). Measures that need no sentence embedder
+    The main process measures (every rank when the model is sharded: each
+    forward needs them all); numbers are logged as ``persona/*`` through the
+    trainer (``report_to``). Measures that need no sentence embedder
     (perplexity, safety) are the cheap choice during training.
 
         cb = EvalCallback(EvalArguments(measures=["perplexity", "consistency"]), every=100)
