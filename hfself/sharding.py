@@ -2,8 +2,9 @@
 
 A sharded forward needs every rank, so whatever generates during training
 (introspection, dreams, evals) runs on all of them (:func:`sharded_generation_kwargs`);
-updates made outside the training step go through :func:`updating_whole` and
-:func:`backward_outside_step`; discovery runs on gathered weights (:func:`gathered`).
+updates made outside the training step go through :func:`updating_whole`,
+:func:`backward_outside_step` and :func:`call_whole`; discovery runs on gathered
+weights (:func:`gathered`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,18 @@ def backward_outside_step(loss: torch.Tensor, params: list[nn.Parameter]) -> Non
     for p, grad in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
         if grad is not None:
             p.grad = grad if p.grad is None else p.grad + grad
+
+
+def call_whole(module: nn.Module, *args):
+    """``module(*args)`` outside the model's forward, where FSDP2 keeps ``module``'s parameters sharded: it runs
+    on their whole values (``DTensor.full_tensor()``, differentiable, so gradients reach the shards)."""
+    from torch.distributed.tensor import DTensor
+
+    params = dict(module.named_parameters())
+    if not any(isinstance(p, DTensor) for p in params.values()):
+        return module(*args)
+    whole = {name: p.full_tensor() if isinstance(p, DTensor) else p for name, p in params.items()}
+    return torch.func.functional_call(module, whole, args)
 
 
 @contextmanager

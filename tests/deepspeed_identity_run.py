@@ -1,5 +1,5 @@
-"""DeepSpeed ZeRO (stage argv[2]) on 2 CPU ranks (gloo): a persona trains, generates, introspects and saves.
-Launched by tests/test_identity.py when deepspeed is installed.
+"""DeepSpeed ZeRO (stage argv[2]) on 2 CPU ranks (gloo): a persona (Identity Block argv[3]) trains, generates,
+introspects and saves. Launched by tests/test_identity.py when deepspeed is installed.
 
 An unsharded replica in each process takes the same steps; the sharded persona must match it after a training
 step, an introspection round (which must reach the optimizer's fp32 master copy, or the next step undoes it) and
@@ -29,11 +29,11 @@ def logits_of(model, ids):
         return model(input_ids=ids).logits
 
 
-def main(out_dir: Path, stage: int) -> None:
+def main(out_dir: Path, stage: int, block: str) -> None:
     deepspeed.init_distributed("gloo")
     rank = dist.get_rank()
     base, tokenizer = load_causal_lm(DEFAULT_MODEL, attn_implementation="eager")
-    persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8, init_std=0.5, identity_dropout=0.0))
+    persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8, init_std=0.5, identity_dropout=0.0, block=block))
     replica = copy.deepcopy(persona)  # the same run, unsharded, in this process
     ids = sample_ids()
     config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "gradient_clipping": 0.0,
@@ -54,17 +54,20 @@ def main(out_dir: Path, stage: int) -> None:
         replica_optimizer.step()
         replica_optimizer.zero_grad()
 
+    # ZeRO's reduction sums in another order; the diffusion block's sampler and Adam's normalised steps carry that
+    # float noise further. A round the next step undoes moves the logits by ~0.5.
+    close = dict(rtol=1e-4, atol=1e-3 if block == "diffusion" else 1e-5)
     start = logits_of(replica, ids)
     train_step()
-    torch.testing.assert_close(logits_of(persona, ids), logits_of(replica, ids), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits_of(persona, ids), logits_of(replica, ids), **close)
     for model in (persona, replica):
         record = introspection[id(model)].introspect(model, tokenizer, step=1, is_main=rank == 0)
         assert record["loss"] > 0
-    torch.testing.assert_close(logits_of(persona, ids), logits_of(replica, ids), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits_of(persona, ids), logits_of(replica, ids), **close)
     train_step()  # the step after the round keeps what the round did
     logits = logits_of(persona, ids)
     assert not torch.allclose(logits, start), "training must change the persona"
-    torch.testing.assert_close(logits, logits_of(replica, ids), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(logits, logits_of(replica, ids), **close)
 
     callbacks = generating_callbacks_on_every_rank(persona, tokenizer, rank) if stage == 3 else {}
     kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
@@ -81,4 +84,4 @@ def main(out_dir: Path, stage: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

@@ -1,5 +1,5 @@
-"""FSDP2 on 2 CPU ranks (gloo): a persona trains, introspects, generates and saves sharded. Launched by
-tests/test_identity.py.
+"""FSDP2 on 2 CPU ranks (gloo): a persona (Identity Block argv[2]) trains, introspects, generates and saves
+sharded. Launched by tests/test_identity.py.
 
 Each rank writes rank<k>.safetensors (logits after a training step and an introspection round, generated ids);
 rank 0 also reloads the saved persona unsharded and checks its logits and generation.
@@ -22,11 +22,11 @@ from hfself.train import load_causal_lm
 from hfself_plugins.identity import IntrospectionArguments
 
 
-def main(out_dir: Path) -> None:
+def main(out_dir: Path, block: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     base, tokenizer = load_causal_lm(DEFAULT_MODEL, attn_implementation="eager")
-    persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8, init_std=0.5))
+    persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8, init_std=0.5, block=block))
     ids = sample_ids()
     replica = copy.deepcopy(persona)  # the same run, unsharded, in this process
     with torch.no_grad():
@@ -71,4 +71,4 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

@@ -334,26 +334,27 @@ def test_torch_compile_trains_and_generates_the_same(block):
     assert torch.equal(compiled.generate(ids[:, :5], **kwargs), eager.generate(ids[:, :5], **kwargs))
 
 
-def test_fsdp2_on_two_cpu_ranks_trains_generates_and_saves_whole(tmp_path):
+@pytest.mark.parametrize("block", ["mlp", "diffusion"])
+def test_fsdp2_on_two_cpu_ranks_trains_generates_and_saves_whole(tmp_path, block):
     """fully_shard (FSDP2) over the decoder layers and the persona, gloo on 2 CPU processes: the sharded forward
     equals the unsharded one, generate runs on every rank (no hang), the saved persona holds the gathered state and
     reloads unsharded with equal logits and generation; both ranks end identical (tests/fsdp_identity_run.py)."""
     from ddp import run_two_ranks
 
-    ranks = run_two_ranks("fsdp_identity_run.py", [str(tmp_path)], tmp_path, 29561)
+    ranks = run_two_ranks("fsdp_identity_run.py", [str(tmp_path), block], tmp_path, 29561)
     assert ranks["generated"].shape == (2, 9)
     assert (tmp_path / "persona" / "identity.safetensors").exists()
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_zero_on_two_cpu_ranks_trains_introspects_and_saves_whole(tmp_path, stage):
+@pytest.mark.parametrize("stage,block", [(2, "mlp"), (3, "mlp"), (3, "diffusion")])
+def test_deepspeed_zero_on_two_cpu_ranks_trains_introspects_and_saves_whole(tmp_path, stage, block):
     """DeepSpeed ZeRO-2/3 (its CPU accelerator, gloo, 2 processes): a training step, an introspection round (all
     ranks generate under ZeRO-3; the round reaches the fp32 master copy) and a second step equal the same run
     unsharded; generate matches; the saved persona reloads with equal logits (tests/deepspeed_identity_run.py)."""
     pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
     from ddp import run_two_ranks
 
-    ranks = run_two_ranks("deepspeed_identity_run.py", [str(tmp_path), str(stage)], tmp_path, 29563 + stage,
+    ranks = run_two_ranks("deepspeed_identity_run.py", [str(tmp_path), str(stage), block], tmp_path, 29563 + stage,
                           env={"DS_ACCELERATOR": "cpu"})
     assert ranks["generated"].shape == (2, 9)
 

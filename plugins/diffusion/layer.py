@@ -25,7 +25,7 @@ from torch import nn
 
 from hfself.arch import ArchInfo
 from hfself.embed import masked_mean
-from hfself.sharding import backward_outside_step
+from hfself.sharding import backward_outside_step, call_whole
 from hfself_plugins.identity import IdentityBlock, IdentityConfig
 
 from .config import DiffusionBlockConfig
@@ -131,7 +131,7 @@ class DiffusionIdentityBlock(IdentityBlock):
         condition = context.reshape(-1, context.shape[-1]).expand(x.shape[0], -1) * context.shape[-1] ** 0.5
         for t in scheduler.timesteps:
             t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-            eps = self.denoiser(x, t_batch, condition)  # (B, identity_dim)
+            eps = call_whole(self.denoiser, x, t_batch, condition)  # (B, identity_dim)
             x = scheduler.step(eps, int(t), x).prev_sample
         return x.reshape(noise.shape)
 
@@ -182,7 +182,7 @@ class DiffusionIdentityBlock(IdentityBlock):
         kind = self.options.prediction_type
         wanted = {"epsilon": lambda: noise, "sample": lambda: targets,
                   "v_prediction": lambda: self.train_scheduler.get_velocity(targets, noise, t)}[kind]()
-        return F.mse_loss(self.denoiser(noisy, t, condition), wanted)
+        return F.mse_loss(call_whole(self.denoiser, noisy, t, condition), wanted)
 
     def introspection_loss(self, summary: torch.Tensor) -> torch.Tensor:
         """Denoising loss toward one self-description's summary (d_model,)."""

@@ -8,7 +8,7 @@ from torch.distributed.tensor import DTensor
 
 from hfself.arch import ArchInfo
 from hfself.embed import masked_mean
-from hfself.sharding import backward_outside_step
+from hfself.sharding import backward_outside_step, call_whole
 
 from .config import IdentityConfig
 
@@ -68,7 +68,7 @@ class IdentityBlock(nn.Module):
 
     def soul(self) -> torch.Tensor:
         """(d_model,) the identity as seen by every layer."""
-        return _whole(self.soul_mlp(self.latent()))
+        return call_whole(self.soul_mlp, _whole(self.latent()))
 
     def qk_biases(self) -> torch.Tensor:
         """(L, q_width + k_width): per conditioned layer, the Q bias then the K bias."""
