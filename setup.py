@@ -35,6 +35,7 @@ setup(
         "evaluate>=0.4.5",
         "sae-lens>=6.0",
         "pluggy>=1.5",
+        "filelock>=3.12",
         "safetensors>=0.5",
         "matplotlib>=3.8",
         "pyyaml>=6.0",

@@ -118,13 +118,56 @@ def load_json(path: PathLike, validate: Callable[[Any], None] | None = None) -> 
 
 
 def append_jsonl(path: PathLike, record: dict) -> None:
-    """Append one JSON line (a log, not state: appends are not atomic replaces)."""
+    """Append one JSON line (a log, not state: appends are not atomic replaces). A torn last line, left by a
+    crash mid-append, is cut off first, so the new record starts on a line of its own."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+    with open(path, "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":  # a torn record that never finished: drop it
+                f.truncate(_end_of_last_line(f, end))
+        f.write((json.dumps(record, default=str) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _end_of_last_line(f, end: int, block: int = 1 << 16) -> int:
+    """Offset just past the last newline before ``end`` (0 when there is none)."""
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        newline = f.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def rewrite_jsonl(path: PathLike, records: list[dict]) -> None:
+    """Atomically replace a JSONL file with ``records``."""
+    atomic_write_bytes(path, "".join(json.dumps(r, default=str) + "\n" for r in records).encode("utf-8"))
+
+
+def remove_stale_temp_files(directory: PathLike) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` files an interrupted atomic write left behind. Only for a directory whose
+    writer holds it exclusively (a lock), or a live write's temp file could go."""
+    stale = [p for p in Path(directory).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def tensor_file_metadata(path: PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file (empty when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise StateFileError(f"state file {path} is corrupt or truncated ({err}); it was not loaded") from err
 
 
 def read_jsonl(path: PathLike) -> list[dict]:

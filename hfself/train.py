@@ -25,6 +25,15 @@ def has_weights(name_or_path: str) -> bool:
     return not path.is_dir() or any((path / f).exists() for f in WEIGHT_FILES)
 
 
+def require_weights(name_or_path: str, needed_by) -> None:
+    """Refuse to load ``needed_by`` (a saved persona) onto a config-only base, which would be a random init."""
+    if not has_weights(name_or_path):
+        raise FileNotFoundError(
+            f"{needed_by} needs the weights of its base {name_or_path}, but that directory holds a config and no "
+            f"weights ({', '.join(WEIGHT_FILES)}); loading it would silently give a random init. Save the persona "
+            "with save_base=True, or pass base_model=... with the trained base.")
+
+
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str | None = None,
                    attn_implementation: str | None = None, seed: int = 0, device_map=None):
     """Load (model, tokenizer); a config-only directory gives a seeded random init."""

@@ -312,3 +312,147 @@ def test_dream_mode_boosts_the_most_frequent_features(trained, tmp_path):
     assert all(v > 0 for v in runtime.modes["Dream"]["features"].values())
     assert min(frequency[chosen]) >= torch.sort(frequency, descending=True).values[len(chosen) - 1] - 1e-6
     runtime.close()
+
+
+class _Killed(BaseException):
+    """Stands for a kill -9 at one point of a save."""
+
+
+def _turn_state(state_dir):
+    """What a reloaded runtime sees: turns, the reservoir, the memory log's turn numbers."""
+    saved = persist.load_json(state_dir / "anima.json")
+    weights = persist.load_tensors(state_dir / "reservoir.safetensors")["weights"]
+    return saved["turns"], weights, [m["turn"] for m in persist.read_jsonl(state_dir / "memories.jsonl")]
+
+
+def test_a_kill_at_any_point_of_a_turn_leaves_the_previous_turn_or_the_new_one(trained, tmp_path, monkeypatch):
+    """Kill the second turn before each file operation it makes (log append, each atomic replace): the state that
+    loads afterwards is turn 1 or turn 2 as a whole (anima.json, reservoir, memories.jsonl agree), and the stale
+    temp files of the interrupted write are gone."""
+    import shutil
+
+    model, tok, sae, _ = trained
+    start = tmp_path / "start"
+    with AnimaRuntime(model, tok, sae, state_dir=start, valence=lambda text: 1.0) as runtime:
+        runtime.respond("Good morrow, kind friend.", max_new_tokens=4)
+
+    def second_turn(state_dir):
+        with AnimaRuntime(model, tok, sae, state_dir=state_dir, valence=lambda text: 1.0) as runtime:
+            runtime.respond("What a gentle day.", max_new_tokens=4)
+        with AnimaRuntime(model, tok, sae, state_dir=state_dir) as reloaded:  # loading reconciles the state
+            return reloaded.turns, reloaded.reservoir.weights.clone(), [
+                m["turn"] for m in persist.read_jsonl(state_dir / "memories.jsonl")]
+
+    before = (1, *_turn_state(start)[1:])
+    after = second_turn(shutil.copytree(start, tmp_path / "complete"))
+    assert after[0] == 2 and after[2] == [1, 2] and not torch.equal(after[1], before[1])
+
+    operations = {"append": persist.append_jsonl, "replace": os.replace}
+    for kill_at in range(8):
+        state_dir = shutil.copytree(start, tmp_path / f"kill{kill_at}")
+        count = [0]
+
+        def counted(name):
+            def run(*args, **kwargs):
+                if count[0] == kill_at:
+                    (state_dir / ".anima.json.x1y2.tmp").write_text("half")  # what a kill mid-write leaves
+                    raise _Killed
+                count[0] += 1
+                return operations[name](*args, **kwargs)
+            return run
+
+        monkeypatch.setattr(persist, "append_jsonl", counted("append"))
+        monkeypatch.setattr(os, "replace", counted("replace"))
+        try:
+            with AnimaRuntime(model, tok, sae, state_dir=state_dir, valence=lambda text: 1.0) as runtime:
+                runtime.respond("What a gentle day.", max_new_tokens=4)
+            killed = False
+        except _Killed:
+            killed = True
+        monkeypatch.undo()
+        with AnimaRuntime(model, tok, sae, state_dir=state_dir) as reloaded:
+            seen = (reloaded.turns, reloaded.reservoir.weights,
+                    [m["turn"] for m in persist.read_jsonl(state_dir / "memories.jsonl")])
+        expected = after if not killed or seen[0] == 2 else before
+        assert seen[0] == expected[0] and torch.equal(seen[1], expected[1]) and seen[2] == expected[2], kill_at
+        assert not list(state_dir.glob(".*.tmp"))
+        if not killed:
+            assert kill_at >= 4  # every operation of the turn was a kill point before this
+            break
+    else:
+        raise AssertionError("the turn makes more file operations than the test covers")
+
+
+def test_one_session_per_state_dir(trained, tmp_path):
+    """A second session on a state dir (this process or another) is refused at once; after close it may start."""
+    import subprocess
+    import sys
+
+    from hfself_plugins.anima.runtime import StateDirBusyError
+
+    model, tok, sae, _ = trained
+    first = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    hooks = _hooks(model)
+    with pytest.raises(StateDirBusyError, match="in use by another session"):
+        AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    assert _hooks(model) == hooks
+    first.close()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; "
+                               f"lock = FileLock({str(tmp_path / 'anima.lock')!r}); lock.acquire(); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StateDirBusyError):
+            AnimaRuntime(model, tok, sae, state_dir=tmp_path)
+    finally:
+        holder.communicate("", timeout=60)
+    AnimaRuntime(model, tok, sae, state_dir=tmp_path).close()
+
+
+def test_bad_state_files_are_refused_by_name_before_any_turn(trained, tmp_path):
+    model, tok, sae, _ = trained
+    d_sae = sae.cfg.d_sae
+
+    def refused(setup, match):
+        state_dir = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        state_dir.mkdir()
+        setup(state_dir)
+        with pytest.raises(persist.StateFileError, match=match):
+            AnimaRuntime(model, tok, sae, state_dir=state_dir)
+        (state_dir / "anima.json").unlink(missing_ok=True)
+        for f in ("reservoir.safetensors", "modes.json"):
+            (state_dir / f).unlink(missing_ok=True)
+        AnimaRuntime(model, tok, sae, state_dir=state_dir).close()  # the refusal left the directory unlocked
+
+    nan = torch.zeros(d_sae)
+    nan[3] = float("nan")
+    refused(lambda d: persist.save_tensors(d / "reservoir.safetensors", {"weights": nan}),
+            r"reservoir.safetensors: field 'weights' has 1 non-finite")
+    refused(lambda d: persist.save_json(d / "anima.json", []), r"anima.json: expected a JSON object, found list")
+    refused(lambda d: persist.save_json(d / "anima.json", {"turns": "three"}), r"anima.json: field 'turns'")
+    refused(lambda d: persist.save_json(d / "anima.json", {"config": {"layr": 1}}), r"anima.json: field 'config'")
+    refused(lambda d: persist.save_json(d / "modes.json", {"Calm": {"features": {str(d_sae + 5): 1.0}}}),
+            r"modes.json: mode 'Calm' names feature")
+    refused(lambda d: persist.save_json(d / "modes.json", {"Calm": {"features": {"1": "strong"}}}),
+            r"modes.json: mode 'Calm' feature 1")
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        AnimaRuntime(model, tok, sae, state_dir=tmp_path / "a_file")
+
+    with AnimaRuntime(model, tok, sae, state_dir=tmp_path / "ok") as runtime:  # bad input: refused, nothing saved
+        for bad in (dict(mode="Nope"), dict(max_new_tokens=0)):
+            with pytest.raises((ValueError, TypeError)):
+                runtime.respond("Hello.", **bad)
+        assert runtime.turns == 0 and not (tmp_path / "ok" / "anima.json").exists()
+
+
+def test_a_torn_last_log_line_is_dropped_and_the_next_record_kept(trained, tmp_path):
+    model, tok, sae, _ = trained
+    with AnimaRuntime(model, tok, sae, state_dir=tmp_path) as runtime:
+        runtime.respond("Hello, friend.", max_new_tokens=4)
+    with open(tmp_path / "memories.jsonl", "a") as log:
+        log.write('{"turn": 2, "user": "half a rec')  # a crash mid-append
+    with AnimaRuntime(model, tok, sae, state_dir=tmp_path) as runtime:
+        runtime.respond("Still here?", max_new_tokens=4)
+    assert [m["turn"] for m in persist.read_jsonl(tmp_path / "memories.jsonl")] == [1, 2]

@@ -370,3 +370,27 @@ def test_deepcopy_gives_an_independent_persona():
         replica.identity_block.identity.add_(1.0)
     assert torch.equal(_logits(model, ids), before)
     assert not torch.equal(_logits(replica, ids), before)
+
+
+def test_a_persona_whose_base_weights_are_missing_is_refused_never_a_random_init(tmp_path):
+    """Saved without its base (save_base=False) on a config-only base such as the embedded default, or saved with it
+    and the file lost: loading names what is missing instead of building a random-init base."""
+    import shutil
+
+    from hfself.data import DEFAULT_MODEL
+    from hfself.train import load_causal_lm
+
+    base, _ = load_causal_lm(DEFAULT_MODEL)
+    persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
+    persona.save_pretrained(tmp_path / "without", save_base=False)
+    with pytest.raises(FileNotFoundError, match="holds a config and no weights"):
+        IdentityForCausalLM.from_pretrained(tmp_path / "without")
+    IdentityForCausalLM.from_pretrained(tmp_path / "without", base_model=load_causal_lm(DEFAULT_MODEL)[0])  # given
+
+    persona.save_pretrained(tmp_path / "with", save_base=True)
+    shutil.copytree(tmp_path / "with", tmp_path / "lost")
+    (tmp_path / "lost" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        IdentityForCausalLM.from_pretrained(tmp_path / "lost")
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "lost")

@@ -261,3 +261,13 @@ def test_deepcopy_gives_an_independent_model():
         replica.mixer.net[-1].bias.add_(torch.tensor([5.0, -5.0]))
         assert torch.equal(model(input_ids=ids).logits, before)
         assert not torch.equal(replica(input_ids=ids).logits, before)
+
+
+def test_a_saved_model_whose_backbone_weights_are_missing_is_refused(tmp_path):
+    from hfself.data import DEFAULT_MODEL
+
+    model = _temporal()
+    model.config.base_model_name_or_path = str(DEFAULT_MODEL)  # config-only: loading it would be a random init
+    model.save_pretrained(tmp_path, save_base=False)
+    with pytest.raises(FileNotFoundError, match="holds a config and no weights"):
+        TemporalLoraForCausalLM.from_pretrained(tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from .prism import BUILTIN_MODES, PrismRouter, discover_mode, mode_vector
 from .reservoir import LexiconValence, Reservoir
 
 RESERVOIR_FILE = "reservoir.safetensors"
+PREVIOUS_RESERVOIR_FILE = "reservoir.prev.safetensors"  # the one anima.json names if a save stopped halfway
+LOCK_FILE = "anima.lock"
 LEGACY_RESERVOIR_FILE = "reservoir.pt"
 STATE_FILE = "anima.json"
 MEMORY_FILE = "memories.jsonl"
@@ -45,15 +49,22 @@ class AnimaRuntime:
         if tokenizer.pad_token is None:  # batched prompts are left-padded
             tokenizer.pad_token = tokenizer.eos_token
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        saved = self._load_state() or {}
-        self.config = config or AnimaConfig(**saved.get("config", {}))
+        self._lock = _lock_state_dir(self.state_dir) if self.state_dir is not None else None
+        try:
+            saved, reservoir = self._load_snapshot()
+            self.config = config or _config_from(saved.get("config", {}), self.state_dir)
+            self._saved_modes = self._load_saved_modes()  # checked now, not after a turn was saved
+        except BaseException:
+            self._unlock()
+            raise
+        self.generation = saved.get("generation", 0)  # snapshots saved so far (see save)
         self.turns = saved.get("turns", 0)
         self.fatigue = saved.get("fatigue", 0)  # generated tokens since the last sleep
         self.self_model = saved.get("self_model", self.config.self_model)
         self.short_term: list[dict] = saved.get("short_term", [])  # memories since the last sleep
         self.sleeps = saved.get("sleeps", 0)
         self.valence = valence or LexiconValence()
-        self.reservoir = Reservoir(sae.cfg.d_sae, self.config, self._load_reservoir())
+        self.reservoir = Reservoir(sae.cfg.d_sae, self.config, reservoir)
         self.steering = SAESteering(model, sae, self.config.layer)
         self._modes: dict[str, dict] | None = None
         self.mode: str | None = None
@@ -64,35 +75,76 @@ class AnimaRuntime:
 
     # ------------------------------------------------------------------ state
 
-    def _load_state(self) -> dict | None:
-        if self.state_dir is None or not (self.state_dir / STATE_FILE).exists():
-            return None
-        return persist.load_json(self.state_dir / STATE_FILE)
+    def _load_snapshot(self) -> tuple[dict, torch.Tensor | None]:
+        """The last committed turn: anima.json and the reservoir it names, validated; logs cut back to it.
 
-    def _load_reservoir(self) -> torch.Tensor | None:
+        ``save`` writes the turn's log lines, then the reservoir, then anima.json (the commit). A crash after
+        the reservoir and before anima.json leaves a reservoir one generation ahead: the previous one
+        (reservoir.prev.safetensors) is the one that belongs to anima.json, and log lines of the unfinished
+        generation are dropped. So a crash gives back the previous turn or the new one, never a mix.
+        """
         if self.state_dir is None:
-            return None
+            return {}, None
+        persist.remove_stale_temp_files(self.state_dir)  # safe: this runtime holds the directory's lock
+        state_file = self.state_dir / STATE_FILE
+        saved = persist.load_json(state_file, validate=lambda obj: _check_state(obj, state_file)) \
+            if state_file.exists() else {}
+        generation = saved.get("generation", 0)
+        reservoir = self._load_reservoir(generation)
+        for log in (MEMORY_FILE, DREAM_FILE, SELF_MODEL_FILE):
+            records = persist.read_jsonl(self.state_dir / log)
+            kept = [r for r in records if r.get("generation", 0) <= generation]
+            if len(kept) != len(records):
+                persist.rewrite_jsonl(self.state_dir / log, kept)
+        return saved, reservoir
+
+    def _load_reservoir(self, generation: int) -> torch.Tensor | None:
         d_sae = self.sae.cfg.d_sae
-        if (self.state_dir / RESERVOIR_FILE).exists():
-            return persist.load_tensors(self.state_dir / RESERVOIR_FILE, expected={"weights": (d_sae,)})["weights"]
+        current, previous = self.state_dir / RESERVOIR_FILE, self.state_dir / PREVIOUS_RESERVOIR_FILE
+        for path in (current, previous):
+            if path.exists() and _generation_of(path, generation) == generation:
+                weights = persist.load_tensors(path, expected={"weights": (d_sae,)})["weights"]
+                return _check_reservoir(weights, path)
+        if current.exists():
+            raise persist.StateFileError(
+                f"{current} is from generation {_generation_of(current, generation)} and {self.state_dir / STATE_FILE} "
+                f"from generation {generation}, with no {PREVIOUS_RESERVOIR_FILE} to match; the state was not loaded")
         if (self.state_dir / LEGACY_RESERVOIR_FILE).exists():  # an older runtime's torch.save (weights_only)
-            weights = persist.load_legacy_pt(self.state_dir / LEGACY_RESERVOIR_FILE)
+            path = self.state_dir / LEGACY_RESERVOIR_FILE
+            weights = persist.load_legacy_pt(path)
             weights = weights["weights"] if isinstance(weights, dict) else weights
             if tuple(weights.shape) != (d_sae,):
-                raise persist.StateFileError(f"{self.state_dir / LEGACY_RESERVOIR_FILE}: reservoir of shape "
-                                             f"{tuple(weights.shape)}, the SAE has d_sae={d_sae}")
-            return weights
+                raise persist.StateFileError(f"{path}: reservoir of shape {tuple(weights.shape)}, the SAE has "
+                                             f"d_sae={d_sae}")
+            return _check_reservoir(weights, path)
         return None
 
+    def _load_saved_modes(self) -> dict:
+        path = self.state_dir / MODES_FILE if self.state_dir is not None else None
+        if path is None or not path.exists():
+            return {}
+        return persist.load_json(path, validate=lambda obj: _check_modes(obj, path, self.sae.cfg.d_sae))
+
     def save(self) -> None:
-        """Write reservoir.safetensors and anima.json atomically (a crash mid-save keeps the last good files)."""
+        """Commit this turn (a new generation): log lines were appended as the turn went; now the reservoir
+        (the last one kept as reservoir.prev.safetensors), then anima.json, each written atomically."""
         if self.state_dir is None:
             return
-        persist.save_tensors(self.state_dir / RESERVOIR_FILE, {"weights": self.reservoir.weights})
+        generation = self.generation + 1
+        current = self.state_dir / RESERVOIR_FILE
+        if current.exists():
+            os.replace(current, self.state_dir / PREVIOUS_RESERVOIR_FILE)
+        persist.save_tensors(current, {"weights": self.reservoir.weights}, metadata={"generation": str(generation)})
         persist.save_json(self.state_dir / STATE_FILE, {
             "config": self.config.to_dict(), "turns": self.turns, "fatigue": self.fatigue, "sleeps": self.sleeps,
-            "self_model": self.self_model, "short_term": self.short_term,
+            "self_model": self.self_model, "short_term": self.short_term, "generation": generation,
             "valence_estimator": getattr(self.valence, "name", None)})
+        self.generation = generation
+
+    def _log(self, name: str, record: dict) -> None:
+        """Append to a log, tagged with the generation the next ``save`` commits."""
+        if self.state_dir is not None:
+            persist.append_jsonl(self.state_dir / name, {**record, "generation": self.generation + 1})
 
     # ------------------------------------------------------------------ prism
 
@@ -102,9 +154,7 @@ class AnimaRuntime:
         if self._modes is None:
             from hfself.plugins import registry
 
-            saved = {}
-            if self.state_dir is not None and (self.state_dir / MODES_FILE).exists():
-                saved = persist.load_json(self.state_dir / MODES_FILE)
+            saved = self._saved_modes
             wanted = {**BUILTIN_MODES, **registry("steering_modes"), **saved}
             self._modes = {name: _json_ready(mode if "features" in mode else
                                              discover_mode(self.steering, self.tokenizer, mode))
@@ -200,6 +250,10 @@ class AnimaRuntime:
         """Replies to several prompts in one left-padded batch, from the current state; then learns from each
         turn in order. With the same state, each reply equals the one ``respond`` gives alone.
         ``mode="auto"`` routes the whole batch by its first text."""
+        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts must be a non-empty list of strings, got {texts!r:.80}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
         if mode != "keep":
             self.set_mode(self.route(texts[0]) if mode == "auto" else mode)
         torch.manual_seed(seed)
@@ -221,8 +275,7 @@ class AnimaRuntime:
         memory = {"turn": self.turns, "user": text, "reply": reply, "valence": valence, "mode": self.mode,
                   "features": {str(i): round(v, 6) for i, v in zip(top.indices.tolist(), top.values.tolist())}}
         self.short_term.append(memory)
-        if self.state_dir is not None:
-            persist.append_jsonl(self.state_dir / MEMORY_FILE, memory)
+        self._log(MEMORY_FILE, memory)
         if self.fatigue >= self.config.fatigue_threshold:
             self.sleep()
 
@@ -259,10 +312,8 @@ class AnimaRuntime:
         record = {"sleep": self.sleeps, "turn": self.turns, "fatigue": self.fatigue, "consolidated": len(kept),
                   "let_go": len(self.short_term) - len(kept), "dream": dream, "self_model_before": old_self,
                   "self_model": self.self_model}
-        if self.state_dir is not None:
-            persist.append_jsonl(self.state_dir / DREAM_FILE, record)
-            persist.append_jsonl(self.state_dir / SELF_MODEL_FILE,
-                                 {"sleep": self.sleeps, "self_model": self.self_model})
+        self._log(DREAM_FILE, record)
+        self._log(SELF_MODEL_FILE, {"sleep": self.sleeps, "self_model": self.self_model})
         self.fatigue, self.short_term = 0, []
         self.save()
         return record
@@ -282,7 +333,102 @@ class AnimaRuntime:
             self.steering.attach()
 
     def close(self) -> None:
+        """Remove the hooks and let another session have the state directory."""
         self.steering.detach()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "AnimaRuntime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class StateDirBusyError(RuntimeError):
+    """Another session holds the state directory."""
+
+
+def _lock_state_dir(state_dir: Path):
+    """One writer per state directory: an OS-level lock held until ``close``; a second session gets an error at
+    once (waiting would hide that two sessions were meant to share one personality)."""
+    from filelock import FileLock, Timeout
+
+    if state_dir.exists() and not state_dir.is_dir():
+        raise NotADirectoryError(f"anima state dir {state_dir} is a file; give a directory")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise PermissionError(f"anima state dir {state_dir} is not writable; the personality could not be saved")
+    lock = FileLock(state_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise StateDirBusyError(f"anima state dir {state_dir} is in use by another session (lock {LOCK_FILE}); "
+                                "close that one first, or give this one its own --state-dir") from None
+    return lock
+
+
+def _generation_of(path: Path, default: int) -> int:
+    """The generation a reservoir file was saved at (files from before generations count as ``default``)."""
+    value = persist.tensor_file_metadata(path).get("generation")
+    return default if value is None else int(value)
+
+
+def _check_reservoir(weights: torch.Tensor, path: Path) -> torch.Tensor:
+    bad = (~torch.isfinite(weights)).sum().item()
+    if bad:
+        raise persist.StateFileError(f"{path}: field 'weights' has {bad} non-finite values (NaN or inf); "
+                                     "the reservoir was not loaded")
+    return weights
+
+
+_STATE_FIELDS = {"config": dict, "turns": int, "fatigue": int, "sleeps": int, "generation": int, "self_model": str,
+                 "short_term": list}
+
+
+def _check_state(state, path: Path) -> None:
+    if not isinstance(state, dict):
+        raise persist.StateFileError(f"{path}: expected a JSON object, found {type(state).__name__}; the state was "
+                                     "not loaded (it would reset the personality)")
+    for key, kind in _STATE_FIELDS.items():
+        value = state.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            wanted = "a non-negative int" if kind is int else f"a JSON {kind.__name__}"
+            raise persist.StateFileError(f"{path}: field {key!r} should be {wanted}, found {value!r:.80}")
+    for i, memory in enumerate(state.get("short_term") or []):
+        if not (isinstance(memory, dict) and isinstance(memory.get("features"), dict)
+                and isinstance(memory.get("valence"), (int, float)) and isinstance(memory.get("user"), str)):
+            raise persist.StateFileError(f"{path}: field 'short_term'[{i}] is not a memory (user, valence, features)")
+
+
+def _check_modes(modes, path: Path, d_sae: int) -> None:
+    if not isinstance(modes, dict):
+        raise persist.StateFileError(f"{path}: expected a JSON object of modes, found {type(modes).__name__}")
+    for name, mode in modes.items():
+        features = mode.get("features") if isinstance(mode, dict) else None
+        if not isinstance(features, dict):
+            raise persist.StateFileError(f"{path}: mode {name!r} has no 'features' object")
+        for feature, value in features.items():
+            if not (str(feature).isdigit() and int(feature) < d_sae):
+                raise persist.StateFileError(f"{path}: mode {name!r} names feature {feature!r}, not one of this "
+                                             f"SAE's {d_sae}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise persist.StateFileError(f"{path}: mode {name!r} feature {feature} has value {value!r}, not a "
+                                             "finite number")
+
+
+def _config_from(saved: dict, state_dir) -> AnimaConfig:
+    try:
+        return AnimaConfig(**saved)
+    except TypeError as err:
+        raise persist.StateFileError(f"{state_dir / STATE_FILE}: field 'config' does not fit AnimaConfig ({err})") \
+            from None
 
 
 def _json_ready(mode: dict) -> dict:

@@ -226,13 +226,17 @@ model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
         full_file = path / FULL_WEIGHTS
         options = cls.lm_load_options(kwargs, config)
         if base_model is None:
-            if config.base_included and full_file.exists():
+            if config.base_included:
+                if not full_file.exists():
+                    raise FileNotFoundError(f"persona {path} was saved with its base weights, but {full_file} is "
+                                            "missing; restore it, or pass base_model=... with the trained base")
                 base_config = AutoConfig.for_model(**config.base_config)
                 attn = {k: v for k, v in options.items() if k == "attn_implementation"}
                 base_model = AutoModelForCausalLM.from_config(base_config, **attn)
             elif config.base_model_name_or_path:
-                from hfself.train import load_causal_lm
+                from hfself.train import load_causal_lm, require_weights
 
+                require_weights(config.base_model_name_or_path, f"persona {path}")
                 base_model, _ = load_causal_lm(config.base_model_name_or_path, **options)
             else:
                 raise ValueError(f"{path}: the persona names no base model; pass base_model=...")

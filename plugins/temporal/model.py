@@ -315,8 +315,9 @@ def load_backbone(path: Path, config: TemporalLoraConfig, attn_implementation: s
         base_model.tie_weights()
         return base_model
     if config.base_model_name_or_path:
-        from hfself.train import load_causal_lm
+        from hfself.train import load_causal_lm, require_weights
 
+        require_weights(config.base_model_name_or_path, f"model {path}")
         return load_causal_lm(config.base_model_name_or_path, attn_implementation=attn_implementation,
                               **load_options)[0]
     raise ValueError(f"{path}: the config names no backbone; pass base_model=...")
