@@ -78,7 +78,7 @@ def parse_args(dataclass_types, args: list[str] | None = None, config: str | Non
         i = args.index("--config")
         config = args[i + 1]
         del args[i:i + 2]
-    parser = HfArgumentParser(dataclass_types)
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)  # --max_step is a typo, not --max_steps
     if any("bf16" in {f.name for f in dataclasses.fields(dc)} for dc in dataclass_types):
         parser.set_defaults(bf16=bf16_supported())  # TRL's None would mean "on", which fails on CPU
     if config:
@@ -87,7 +87,32 @@ def parse_args(dataclass_types, args: list[str] | None = None, config: str | Non
         for action in parser._actions:  # a YAML value satisfies a required field
             if action.dest in defaults:
                 action.required = False
-    return parser.parse_args_into_dataclasses(args=args)
+    check_flags(args, dataclass_types)
+    parsed = parser.parse_args_into_dataclasses(args=args)
+    check_values(parsed)
+    return parsed
+
+
+def check_flags(args: list[str], dataclass_types) -> None:
+    """Refuse a flag no dataclass field knows, naming the closest valid one (argparse would only list it)."""
+    valid = _field_names(dataclass_types)
+    known = {*valid, *(f"no_{name}" for name in valid), "help"}  # HfArgumentParser adds --no_<flag> for bools
+    for arg in args:
+        if arg.startswith("--"):
+            name = arg[2:].split("=", 1)[0]
+            if name not in known and name.replace("-", "_") not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean --{close[0]}?" if close else ""
+                raise ConfigError(f"unknown flag --{name}{hint}")
+
+
+def check_values(parsed) -> None:
+    """Values that would make a run do nothing, refused before any work."""
+    for inst in parsed:
+        max_steps = getattr(inst, "max_steps", None)
+        if max_steps is not None and (max_steps == 0 or max_steps < -1):
+            raise ConfigError(f"max_steps {max_steps} would train nothing; give a positive number of steps, or -1 "
+                              "to train for num_train_epochs")
 
 
 def bf16_supported() -> bool:

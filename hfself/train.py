@@ -98,6 +98,14 @@ def trainer_kwargs(model, training_args, run_config: dict[str, Any]) -> dict[str
     return kwargs
 
 
+def log_from_event(trainer, metrics: dict) -> None:
+    """``trainer.log(metrics)`` from inside a callback event. Trainer's ``on_log`` clears ``should_log``; the flag
+    is put back, so the training loss due at this step is still logged, not folded into the next log."""
+    should_log = trainer.control.should_log
+    trainer.log(metrics)
+    trainer.control.should_log = should_log
+
+
 def bind_callbacks(trainer) -> None:
     """Give callbacks that log through the trainer (``bind(trainer)``) their trainer."""
     for callback in trainer.callback_handler.callbacks:
@@ -117,6 +125,8 @@ def text_dataset(run_args, split_seed: int = 0):
             ds = ds.rename_column(run_args.text_column, "text")
     else:
         ds = Dataset.from_dict({"text": text_chunks(corpus_text(run_args.corpus), run_args.chunk_chars)})
+    if len(ds) == 0 or not any(str(t).strip() for t in ds.select(range(min(len(ds), 1000)))["text"]):
+        raise ValueError(f"the training data ({run_args.dataset_name or run_args.corpus}) has no text to train on")
     if run_args.max_train_samples:
         ds = ds.shuffle(seed=split_seed).select(range(min(run_args.max_train_samples, len(ds))))
     return ds

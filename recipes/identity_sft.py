@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None):
         ARGUMENT_CLASSES, argv, config=str(DEFAULT_CONFIG))
     run_config = flat_config(sft, run, identity, introspection, recipe)
     set_seed(sft.seed)
+    train_dataset = text_dataset(run, sft.seed)  # a bad corpus fails here, before any model is loaded
 
     model, tokenizer = load_causal_lm(run.model_name_or_path, attn_implementation=run.attn_implementation,
                                       seed=run.seed_model)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None):
                                                  target_modules=recipe.lora_target_modules, task_type="CAUSAL_LM"))
     model = prepare_model(model, run_config)
 
-    trainer = SFTTrainer(model=model, args=sft, train_dataset=text_dataset(run, sft.seed), processing_class=tokenizer,
+    trainer = SFTTrainer(model=model, args=sft, train_dataset=train_dataset, processing_class=tokenizer,
                          **trainer_kwargs(model, sft, run_config))
     bind_callbacks(trainer)
     trainer.train(resume_from_checkpoint=resume_argument(trainer))

@@ -225,11 +225,18 @@ def test_recipe_on_fused_qkv_with_weight_decay_keeps_k_v(tmp_path):
     assert json.loads((tmp_path / "run" / "probe" / "models.json").read_text())["before"] == str(base)
 
 
-def test_recipe_resume_restores_the_dream_buffer(tmp_path):
+def test_recipe_resume_is_bit_exact_with_dreams(tmp_path):
+    """Resumed at checkpoint-3 (right after a dream round, while accelerate had already collated batch 4), the run
+    ends with the same dream buffer, the same loss at every step and bit-identical weights."""
+    import shutil
+
     full = attention_sft.main([*FAST, "--output_dir", str(tmp_path / "full")])
-    resumed = attention_sft.main([*FAST, "--output_dir", str(tmp_path / "full"),
-                                  "--resume_from_checkpoint", str(tmp_path / "full" / "checkpoint-3")])
+    shutil.copytree(tmp_path / "full", tmp_path / "cut", ignore=shutil.ignore_patterns("checkpoint-6"))
+    resumed = attention_sft.main([*FAST, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"])
     dreams = lambda t: next(c for c in t.callback_handler.callbacks if isinstance(c, DreamCallback))
     assert dreams(resumed).rounds == dreams(full).rounds == 2
-    assert [i["input_ids"] for i in dreams(resumed).buffer.items[:len(dreams(full).buffer.items)]] \
-        == [i["input_ids"] for i in dreams(full).buffer.items]
+    assert dreams(resumed).buffer.items == dreams(full).buffer.items
+    losses = lambda t: {e["step"]: e["loss"] for e in t.state.log_history if "loss" in e}
+    assert losses(full) == losses(resumed) and set(losses(full)) == set(range(1, 7))  # a dream log hides no loss
+    for (n, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), n

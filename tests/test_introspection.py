@@ -46,7 +46,7 @@ def test_resume_restores_identity_and_introspection(tmp_path):
     assert cb(b).rounds == cb(a).rounds == 4
     assert [h["step"] for h in cb(b).history] == [2, 4, 6, 8]
     for pa, pb in zip(a.model.identity_block.state_dict().values(), b.model.identity_block.state_dict().values()):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+        assert torch.equal(pa, pb)  # bit-exact
     texts = lambda d: [json.loads(line)["text"] for line in (d / "introspection.jsonl").read_text().splitlines()]
     assert texts(resumed) == texts(full)[2:]  # same self-descriptions after the resume point
     checkpoint = load_tensors(full / "checkpoint-4" / "introspection_state.safetensors")
@@ -99,3 +99,60 @@ def test_checkpoints_hold_introspection_state_before_they_count_and_resume_skips
     (crashed / "checkpoint-4" / "introspection_state.json").unlink()
     with pytest.raises(FileNotFoundError, match="introspection_state.json"):
         _run(crashed, "--resume_from_checkpoint", str(crashed / "checkpoint-4"))
+
+
+def test_bad_runs_are_refused_before_any_work(tmp_path):
+    """Each of these would waste a run or train on nothing; each fails before a model is loaded or trained."""
+    import pytest
+
+    from hfself.args import ConfigError
+    from hfself_plugins.identity import IntrospectionArguments, IntrospectionCallback
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("good text, then caf".encode() + "é".encode("latin-1") + b" more")
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8: byte 0xe9 at offset 19"):
+        _run(tmp_path / "a", "--corpus", str(latin1))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n")
+    with pytest.raises(ValueError, match="empty.txt is empty"):
+        _run(tmp_path / "b", "--corpus", str(empty))
+    with pytest.raises(ConfigError, match="did you mean --identity_update_interval"):
+        _run(tmp_path / "c", "--identity_update_intervall", "2")
+    with pytest.raises(ConfigError, match="unknown flag --max_step; did you mean --max_steps"):
+        _run(tmp_path / "d", "--max_step", "3")  # argparse would have taken the prefix silently
+    with pytest.raises(ConfigError, match="max_steps 0 would train nothing"):
+        _run(tmp_path / "e", "--max_steps", "0")
+    with pytest.raises(ValueError, match="identity_update_interval must be >= 1"):
+        _run(tmp_path / "f", "--identity_update_interval", "-2")
+    with pytest.raises(ValueError, match="needs identity_update_interval >= 1"):
+        IntrospectionCallback(IntrospectionArguments(identity_update_interval=0))
+    assert not any((tmp_path / d).exists() for d in "abcdef")
+
+
+def test_a_kill_between_any_two_files_of_a_save_resumes_exactly(tmp_path):
+    """checkpoint-8's files in the order the save wrote them: a kill after any prefix of them leaves a folder that
+    ``--resume_from_checkpoint true`` skips for checkpoint-4 unless it is complete; from either, the resumed run
+    ends bit-identical to the uninterrupted one."""
+    import shutil
+
+    from hfself.train import resolve_checkpoint
+
+    full = tmp_path / "full"
+    a = _run(full)
+    written = sorted((full / "checkpoint-8").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert written[-1].name == "trainer_state.json"
+    assert {"introspection_state.json", "introspection_state.safetensors"} <= {p.name for p in written[:-1]}
+    required = ["introspection_state.safetensors", "introspection_state.json"]
+    for k in range(len(written) + 1):  # the kill came after the first k files
+        crashed = tmp_path / f"kill{k}"
+        crashed.mkdir()
+        shutil.copytree(full / "checkpoint-4", crashed / "checkpoint-4")
+        (crashed / "checkpoint-8").mkdir()
+        for f in written[:k]:
+            shutil.copy2(f, crashed / "checkpoint-8" / f.name)
+        chosen = resolve_checkpoint("true", crashed, required)
+        assert chosen == str(crashed / ("checkpoint-8" if k == len(written) else "checkpoint-4")), k
+    soul = a.model.identity_block.soul().detach()
+    for k in (0, len(written)):  # the two outcomes: resumed from checkpoint-4, or from the complete checkpoint-8
+        b = _run(tmp_path / f"kill{k}", "--resume_from_checkpoint", "true")
+        assert torch.equal(b.model.identity_block.soul().detach(), soul), k

@@ -25,9 +25,17 @@ def corpus_text(name: str) -> str:
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         return "\n\n".join((stdlib / m).read_text(encoding="utf-8") for m in STDLIB_MODULES if (stdlib / m).exists())
     path = Path(name)
-    if path.is_file():
-        return path.read_text(encoding="utf-8")
-    raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python', 'neutral' or a path to a text file")
+    if not path.is_file():
+        raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python', 'neutral' or a path to a text file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"corpus {path} is not UTF-8: byte {data[err.start]:#04x} at offset {err.start} "
+                         f"({err.reason}); convert it, e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise ValueError(f"corpus {path} is empty: there is nothing to train on")
+    return text
 
 
 def text_chunks(text: str, chunk_chars: int = 512, max_chunks: int | None = None) -> list[str]:

@@ -9,7 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
-from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore
+from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 from hfself.sharding import is_sharded, sharded_generation_kwargs
 
 from .config import DreamArguments
@@ -31,14 +31,29 @@ class QOnlyCallback(TrainerCallback):
 
 
 class ReplayBuffer:
-    """The dreams training samples from: token ids with their text, score and step, oldest leave first."""
+    """The dreams training samples from: token ids with their text, score and step, oldest leave first.
+
+    It also remembers what it held after each of its last few rounds (:meth:`as_of`), so that a batch draws from
+    the buffer as of a fixed step, whenever the DataLoader happens to collate it.
+    """
+
+    KEPT_ROUNDS = 4
 
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.items: list[dict] = []
+        self.rounds: list[tuple[int, list[dict]]] = []  # (step, items after that round's add), the last few
 
-    def add(self, items: list[dict]) -> None:
+    def add(self, items: list[dict], step: int = 0) -> None:
         self.items = (self.items + items)[-self.capacity:] if self.capacity > 0 else []
+        self.rounds = (self.rounds + [(step, self.items)])[-self.KEPT_ROUNDS:]
+
+    def as_of(self, step: int) -> list[dict]:
+        """The items after the last round at or before ``step`` (none before the first round)."""
+        for round_step, items in reversed(self.rounds):
+            if round_step <= step:
+                return items
+        return [] if self.rounds else self.items  # a buffer restored without its rounds: what it holds
 
     def __len__(self) -> int:
         return len(self.items)
@@ -48,22 +63,32 @@ class ReplayCollator:
     """Wrap a data collator: each example is replaced by a buffered dream with probability ``ratio``.
 
     Runs where the DataLoader collates, so ``dataloader_num_workers`` must be 0
-    (workers would hold a stale copy of the buffer). Each rank samples with
-    its own generator; its state is saved with the callback.
+    (workers would hold a stale copy of the buffer). accelerate's DataLoader
+    collates one batch ahead, so the batch of step ``s`` may be collated before
+    or after the dream round of step ``s - 1``: it draws from the buffer as of
+    step ``s - 2`` (:meth:`ReplayBuffer.as_of`), with a generator seeded by the
+    rank's seed and the batch's index. Each batch is then the same in a run and
+    in its resumes (:attr:`batches` is set from the resumed step).
     """
 
-    def __init__(self, collator, buffer: ReplayBuffer, ratio: float, seed: int = 0):
+    def __init__(self, collator, buffer: ReplayBuffer, ratio: float, seed: int = 0, accumulation_steps: int = 1):
         self.collator, self.buffer, self.ratio = collator, buffer, ratio
-        self.rng = random.Random(seed)
+        self.seed, self.accumulation_steps = seed, accumulation_steps
+        self.batches = 0  # batches collated so far (set on resume from the optimizer step)
         self.replayed = 0
 
     def __call__(self, features: list[dict]):
-        if len(self.buffer) and self.ratio > 0:
-            features = [self._dream_example(f) if self.rng.random() < self.ratio else f for f in features]
+        index, self.batches = self.batches, self.batches + 1
+        step = index // self.accumulation_steps + 1  # the optimizer step this batch belongs to
+        pool = self.buffer.as_of(max(step - 2, 0))  # what was there before training counts from the start
+        if pool and self.ratio > 0:
+            rng = random.Random(f"{self.seed}:{index}")
+            features = [self._dream_example(f, rng.choice(pool)) if rng.random() < self.ratio else f
+                        for f in features]
         return self.collator(features)
 
-    def _dream_example(self, like: dict) -> dict:
-        ids = list(self.rng.choice(self.buffer.items)["input_ids"])
+    def _dream_example(self, like: dict, dream: dict) -> dict:
+        ids = list(dream["input_ids"])
         example = {"input_ids": ids}
         for key in like:
             if key.endswith("mask"):
@@ -112,7 +137,8 @@ class DreamCallback(TrainerCallback):
         self._trainer = trainer
         rank = trainer.args.process_index
         self.collator = ReplayCollator(trainer.data_collator, self.buffer, self.args.dream_replay_ratio,
-                                       seed=self.seed + 1000 * rank)
+                                       seed=self.seed + 1000 * rank,
+                                       accumulation_steps=trainer.args.gradient_accumulation_steps)
         trainer.data_collator = self.collator
         return self
 
@@ -133,7 +159,7 @@ class DreamCallback(TrainerCallback):
             broadcast_object_list(payload, from_process=0)
         candidates = payload[0]
         kept = self.select(candidates)
-        self.buffer.add([{**c, "step": step} for c in kept])
+        self.buffer.add([{**c, "step": step} for c in kept], step)
         self.rounds += 1
         return {"step": step, "round": self.rounds, "generated": len(candidates), "kept": len(kept),
                 "mean_score": sum(c["score"] for c in kept) / len(kept) if kept else None,
@@ -191,6 +217,8 @@ class DreamCallback(TrainerCallback):
         checkpoint = checkpoint_to_restore(args, state, DREAM_STATE)
         if checkpoint is not None:
             self.load_state(checkpoint, args.process_index)
+        if self.collator is not None:
+            self.collator.batches = state.global_step * args.gradient_accumulation_steps
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         interval = self.args.dream_interval
@@ -212,15 +240,14 @@ class DreamCallback(TrainerCallback):
                        "dream/replayed": self.collator.replayed if self.collator else 0}
             if record["mean_score"] is not None:
                 metrics["dream/mean_score"] = record["mean_score"]
-            self._trainer.log(metrics)
+            log_from_event(self._trainer, metrics)
 
     # ------------------------------------------------------------------ state
 
     def save_state(self, directory: Path, rank: int = 0) -> None:
-        rng = self.collator.rng.getstate() if self.collator else None
         state = {"rounds": self.rounds, "buffer": self.buffer.items,
-                 "replayed": self.collator.replayed if self.collator else 0,
-                 "rng_state": [rng[0], list(rng[1]), rng[2]] if rng else None}
+                 "buffer_rounds": [[step, items] for step, items in self.buffer.rounds],
+                 "replayed": self.collator.replayed if self.collator else 0}
         name = DREAM_STATE if rank == 0 else f"dream_state_rank{rank}.json"
         persist.save_json(directory / name, state)
 
@@ -231,7 +258,6 @@ class DreamCallback(TrainerCallback):
         state = persist.load_json(path)
         self.rounds = state["rounds"]
         self.buffer.items = state["buffer"]
-        if self.collator is not None and state["rng_state"] is not None:
-            version, internal, gauss = state["rng_state"]
-            self.collator.rng.setstate((version, tuple(internal), gauss))
-            self.collator.replayed = state["replayed"]
+        self.buffer.rounds = [(step, items) for step, items in state.get("buffer_rounds", [])]
+        if self.collator is not None:
+            self.collator.replayed = state.get("replayed", 0)

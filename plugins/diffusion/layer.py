@@ -112,7 +112,7 @@ class DiffusionIdentityBlock(IdentityBlock):
         self.register_buffer("identity", torch.zeros(d_latent))
         self.register_buffer("identity_ema", torch.zeros(d_latent))
         self.register_buffer("rounds", torch.zeros(1, dtype=torch.long))
-        self._observed: list[torch.Tensor] = []  # corpus summaries since the last round (not saved)
+        self._observed: list[torch.Tensor] = []  # corpus summaries since the last round (in checkpoints only)
         with torch.no_grad():
             self.identity.copy_(self.latent())
             self.identity_ema.copy_(self.identity)
@@ -153,6 +153,13 @@ class DiffusionIdentityBlock(IdentityBlock):
         mask = attention_mask if attention_mask is not None and attention_mask.dim() == 2 else None
         self._observed.extend(masked_mean(hidden_states.float(), mask).unbind(0))
         del self._observed[:-self.options.queue_size]
+
+    def round_inputs(self) -> dict[str, torch.Tensor]:
+        observed = torch.stack(self._observed) if self._observed else torch.zeros(0, self.target_mean.numel())
+        return {"observed": observed}  # (N, d_model)
+
+    def load_round_inputs(self, tensors: dict[str, torch.Tensor]) -> None:
+        self._observed = list(tensors["observed"].to(self.target_mean.device).unbind(0))
 
     def _observed_on_all_ranks(self, device) -> torch.Tensor:
         """(N, d_model) the observed summaries of every rank, in rank order (identical on every rank)."""

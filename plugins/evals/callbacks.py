@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 from hfself.sharding import is_sharded
+from hfself.train import log_from_event
 
 from .config import EvalArguments
 
@@ -68,7 +69,7 @@ class EvalCallback(TrainerCallback):
             return
         metrics = self.measure(model, tokenizer, state.global_step)
         if self._trainer is not None and state.is_world_process_zero:
-            self._trainer.log(metrics)
+            log_from_event(self._trainer, metrics)
 
     def on_evaluate(self, args, state, control, model=None, processing_class=None, **kwargs):
         self._maybe_measure(state, model, processing_class)

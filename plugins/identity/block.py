@@ -102,5 +102,13 @@ class IdentityBlock(nn.Module):
                 self.identity.mul_(1 - ema).add_(previous, alpha=ema)
         return loss.item()
 
+    def round_inputs(self) -> dict[str, torch.Tensor]:
+        """What this rank has gathered for its next round, outside the persona's state (a checkpoint keeps it per
+        rank, so that a resume between two rounds is exact)."""
+        return {}
+
+    def load_round_inputs(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`round_inputs`."""
+
     def observe(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
         """Called with each training batch's last hidden states when ``observes_context`` is True."""

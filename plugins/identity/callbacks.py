@@ -9,11 +9,12 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
-from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore
+from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 from hfself.sharding import is_sharded, reshard, updating_whole
 
 CALLBACK_STATE = "introspection_state.safetensors"
 CALLBACK_META = "introspection_state.json"
+ROUND_INPUTS = "introspection_round_inputs_rank{rank}.safetensors"  # IdentityBlock.round_inputs, per rank
 LOG_FILE = "introspection.jsonl"
 
 
@@ -32,6 +33,13 @@ class IntrospectionArguments:
                                 metadata={"help": "EMA factor on the identity after each round (0: off)."})
     identity_do_sample: bool = field(default=True, metadata={"help": "Sample (True) or greedy-decode self-descriptions."})
     identity_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of self-descriptions."})
+
+    def __post_init__(self):
+        if self.identity_update_interval < 0:
+            raise ValueError(f"identity_update_interval must be >= 1 (0 turns introspection off in a recipe), got "
+                             f"{self.identity_update_interval}")
+        if self.identity_max_new_tokens < 1:
+            raise ValueError(f"identity_max_new_tokens must be >= 1, got {self.identity_max_new_tokens}")
 
 
 class IntrospectionCallback(TrainerCallback):
@@ -58,6 +66,9 @@ class IntrospectionCallback(TrainerCallback):
 
     def __init__(self, args: IntrospectionArguments | None = None, main_lr: float | None = None):
         self.args = args or IntrospectionArguments()
+        if self.args.identity_update_interval < 1:  # a callback that never runs is a mistake, not "off"
+            raise ValueError("an IntrospectionCallback needs identity_update_interval >= 1; to train without "
+                             "introspection leave the callback out (recipes: --identity_update_interval 0)")
         self.main_lr = main_lr
         self.optimizer: torch.optim.Optimizer | None = None
         self.rounds = 0
@@ -131,17 +142,25 @@ class IntrospectionCallback(TrainerCallback):
         checkpoint = checkpoint_to_restore(args, state, CALLBACK_META)
         if checkpoint is not None:
             self.load_state(checkpoint)
+            inputs = checkpoint / ROUND_INPUTS.format(rank=args.process_index)
+            if inputs.exists():
+                self._block(model).load_round_inputs(persist.load_tensors(inputs))
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         interval = self.args.identity_update_interval
         if interval > 0 and state.global_step % interval == 0:
             self._round(args, state, control, model, processing_class)
-        self.on_epoch_end(args, state, control)
+        self.on_epoch_end(args, state, control, model)
 
-    def on_epoch_end(self, args, state, control, **kwargs):
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
         directory = checkpoint_dir_being_saved(args, state, control)  # before trainer_state.json is written
-        if directory is not None and state.is_world_process_zero:
+        if directory is None:
+            return
+        if state.is_world_process_zero:
             self.save_state(directory)
+        inputs = self._block(model).round_inputs()  # every rank's own
+        if inputs:
+            persist.save_tensors(directory / ROUND_INPUTS.format(rank=args.process_index), inputs)
 
     def _round(self, args, state, control, model, processing_class) -> None:
         record = self.introspect(model, processing_class, args, step=state.global_step,
@@ -151,7 +170,7 @@ class IntrospectionCallback(TrainerCallback):
         metrics = {"introspection/loss": record["loss"], "introspection/drift_cosine": record["drift_cosine"],
                    "introspection/round": record["round"]}
         if self._trainer is not None:
-            self._trainer.log(metrics)
+            log_from_event(self._trainer, metrics)
         else:
             self._pending = metrics
             control.should_log = True
