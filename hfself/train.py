@@ -8,6 +8,8 @@ optimizers come from the registries.
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from hfself import plugins
 
+logger = logging.getLogger("hfself")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -184,9 +187,6 @@ def resolve_checkpoint(resume_from_checkpoint, output_dir, required: list[str] =
     are skipped with a warning. A path must be complete, or the error names what is missing. ``None``,
     ``False``/"false" or "": start afresh.
     """
-    import logging
-    import re
-
     value = resume_from_checkpoint
     if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false")):
         return None
@@ -198,8 +198,7 @@ def resolve_checkpoint(resume_from_checkpoint, output_dir, required: list[str] =
             missing = [f for f in needed if not (path / f).exists()]
             if not missing:
                 return str(path)
-            logging.getLogger("hfself").warning("skipping incomplete checkpoint %s (missing %s)", path,
-                                                ", ".join(missing))
+            logger.warning("skipping incomplete checkpoint %s (missing %s)", path, ", ".join(missing))
         if fresh_if_none:
             return None
         raise FileNotFoundError(f"--resume_from_checkpoint true: no complete checkpoint-N in {output_dir} "

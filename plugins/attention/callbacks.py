@@ -9,8 +9,8 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
-from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 from hfself.sharding import is_sharded, sharded_generation_kwargs
+from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 
 from .config import DreamArguments
 from .layer import QOnlyTraining

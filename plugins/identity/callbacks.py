@@ -9,8 +9,8 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
-from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 from hfself.sharding import is_sharded, reshard, updating_whole
+from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 
 CALLBACK_STATE = "introspection_state.safetensors"
 CALLBACK_META = "introspection_state.json"
