@@ -271,3 +271,10 @@ def test_a_saved_model_whose_backbone_weights_are_missing_is_refused(tmp_path):
     model.save_pretrained(tmp_path, save_base=False)
     with pytest.raises(FileNotFoundError, match="holds a config and no weights"):
         TemporalLoraForCausalLM.from_pretrained(tmp_path)
+
+
+def test_fsdp2_on_two_cpu_ranks_trains_and_saves_the_gathered_model(tmp_path):
+    """fully_shard over the decoder layers and the model (gloo, 2 processes): a sharded step equals the unsharded
+    one, and save_pretrained writes the gathered adapters, mixer and backbone (tests/fsdp_temporal_run.py)."""
+    run_two_ranks("fsdp_temporal_run.py", [str(tmp_path)], tmp_path, 29571)
+    assert (tmp_path / "model" / "adapters").is_dir()

@@ -149,7 +149,9 @@ class IdentityForCausalLM(LMWrapper):
         goes to ``adapter/``. Called by Trainer (which always passes ``state_dict``),
         the trainable weights go to model.safetensors so ``resume_from_checkpoint`` works.
         """
-        own = self.full_state_dict()  # sharded: gathered on every rank (a collective); the main process writes
+        # the whole state: Trainer's (it gathers a sharded model itself, then calls this on the main process only),
+        # else gathered here on every rank (a collective when sharded); the main process writes
+        own = state_dict if state_dict is not _UNSET and state_dict is not None else self.full_state_dict()
         if not is_main_process:
             return
         out = Path(save_directory)

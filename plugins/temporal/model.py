@@ -234,6 +234,9 @@ class TemporalLoraForCausalLM(LMWrapper):
         """Write config.json, adapters/ (peft, one folder per domain), mixer.safetensors, model.safetensors
         (adapters + mixer, for Trainer's resume) and a model card; backbone.safetensors too when
         ``save_base`` (default: the config's ``base_included``)."""
+        # the whole state: Trainer's (gathered by Trainer when sharded, then passed to the main process only), else
+        # gathered here on every rank (a collective when sharded); the main process writes
+        own = state_dict if state_dict is not None else self.full_state_dict()
         if not is_main_process:
             return
         out = Path(save_directory)
@@ -241,14 +244,16 @@ class TemporalLoraForCausalLM(LMWrapper):
         save_base = self.config.base_included if save_base is None else save_base
         self.config.base_included = bool(save_base)
         self.config.save_pretrained(out)
-        self.lm.save_pretrained(out / ADAPTER_DIR)
-        persist.save_tensors(out / MIXER_WEIGHTS, dict(self.mixer.state_dict()))
-        trainable = {k: v for k, v in self.state_dict().items() if "lora_" in k or k.startswith("mixer.")}
+        lm_state = {k[len("lm."):]: v for k, v in own.items() if k.startswith("lm.")}  # the peft model's keys
+        self.lm.save_pretrained(out / ADAPTER_DIR, state_dict=lm_state)
+        persist.save_tensors(out / MIXER_WEIGHTS, {k[len("mixer."):]: v for k, v in own.items()
+                                                   if k.startswith("mixer.")})
+        trainable = {k: v for k, v in own.items() if "lora_" in k or k.startswith("mixer.")}
         persist.save_tensors(out / TRAINABLE_WEIGHTS, trainable, metadata={"format": "pt"})
         if save_base:
-            with self.adapters_disabled():
-                weights = {k: v for k, v in unwrap_model(self.lm).state_dict().items() if "lora_" not in k}
-            weights = {k.replace(".base_layer.", "."): v for k, v in weights.items()}
+            prefix = next(n for n, m in self.named_modules() if m is unwrap_model(self.lm)) + "."
+            weights = {k[len(prefix):].replace(".base_layer.", "."): v for k, v in own.items()
+                       if k.startswith(prefix) and "lora_" not in k}
             persist.save_tensors(out / BASE_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
         persist.atomic_write_bytes(out / "README.md", self.model_card().encode())
 
