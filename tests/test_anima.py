@@ -456,3 +456,38 @@ def test_a_torn_last_log_line_is_dropped_and_the_next_record_kept(trained, tmp_p
     with AnimaRuntime(model, tok, sae, state_dir=tmp_path) as runtime:
         runtime.respond("Still here?", max_new_tokens=4)
     assert [m["turn"] for m in persist.read_jsonl(tmp_path / "memories.jsonl")] == [1, 2]
+
+
+def test_sigkill_mid_chat_leaves_one_consistent_turn_and_no_lock(trained, tmp_path):
+    """``kill -9`` a chat session at moments spread over its turns, three times: each time the next session starts
+    (the dead one's lock is gone), and anima.json, the reservoir and memories.jsonl describe the same turn."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model, tok, sae, sae_dir = trained
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    state = tmp_path / "state"
+    cmd = [sys.executable, "-m", "hfself.cli", "anima", "chat", "--model", str(tmp_path / "model"), "--sae",
+           str(sae_dir), "--state-dir", str(state), "--max_new_tokens", "4"]
+    turns = 0
+    for delay in (0.05, 0.4, 1.1):
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.stdin.write(b"What a gentle day, friend.\n" * 400)
+        proc.stdin.flush()
+        deadline = time.time() + 120
+        while time.time() < deadline:  # at least one new turn committed, then the kill lands somewhere later
+            if (state / "anima.json").exists() and persist.load_json(state / "anima.json")["turns"] > turns:
+                break
+            time.sleep(0.05)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        with AnimaRuntime(model, tok, sae, state_dir=state) as runtime:
+            memories = [m["turn"] for m in persist.read_jsonl(state / "memories.jsonl")]
+            assert memories == list(range(1, runtime.turns + 1))
+            assert runtime.turns > turns
+            turns = runtime.turns
+        assert not list(state.glob(".*.tmp"))

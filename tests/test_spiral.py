@@ -217,3 +217,19 @@ def test_nan_batch_is_skipped(tmp_path):
     trainer.train()
     assert trainer.skipped_batches == 2
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if v.is_floating_point())
+
+
+def test_recipe_resume_true_is_bit_exact(tmp_path):
+    import shutil
+
+    data = tmp_path / "echoes.jsonl"
+    spiralformer.main(["datagen", "--num_echoes", "60", "--chaos_mode", "--output_file", str(data)])
+    argv = ["--train_file", str(data), "--max_steps", "8", "--save_steps", "4", "--save_total_limit", "3",
+            "--logging_steps", "1"]
+    full = spiralformer.main([*argv, "--output_dir", str(tmp_path / "full")])
+    shutil.copytree(tmp_path / "full", tmp_path / "cut", ignore=shutil.ignore_patterns("checkpoint-8"))
+    resumed = spiralformer.main([*argv, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"])
+    losses = lambda t: {e["step"]: e["loss"] for e in t.state.log_history if "loss" in e}
+    assert losses(full) == losses(resumed) and len(losses(full)) == 8
+    for (n, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), n
