@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None):
         evaluation = router_accuracy(model, tokenizer, temporal.domains, n=temporal.eval_sequences,
                                      length=min(64, sft.max_length), seed=sft.seed)
         (out / "router_eval.json").write_text(json.dumps(evaluation, indent=2))
-        model.save_pretrained(out / "model", save_base=warmed)
+        # a backbone built from a config-only directory (warmed up or not) exists nowhere else: save it
+        model.save_pretrained(out / "model", save_base=not has_weights(run.model_name_or_path))
         tokenizer.save_pretrained(out / "model")
         print(f"router accuracy (held-out): {json.dumps(evaluation, indent=2)}")
         print(f"model written to {out / 'model'}")
