@@ -247,17 +247,23 @@ def test_fatigue_sleep_dreams_and_a_rewritten_self_model(trained, tmp_path):
     again.close()
 
 
-def test_chat_command_two_sessions(trained, tmp_path):
-    import json
-    import subprocess
+def _chat_command(model, tok, sae_dir, tmp_path):
+    """``hfself anima chat`` on the saved tiny model and SAE, and its state directory."""
     import sys
 
-    model, tok, _, sae_dir = trained
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     state = tmp_path / "state"
-    cmd = [sys.executable, "-m", "hfself.cli", "anima", "chat", "--model", str(tmp_path / "model"), "--sae",
-           str(sae_dir), "--state-dir", str(state), "--max_new_tokens", "4"]
+    return [sys.executable, "-m", "hfself.cli", "anima", "chat", "--model", str(tmp_path / "model"), "--sae",
+            str(sae_dir), "--state-dir", str(state), "--max_new_tokens", "4"], state
+
+
+def test_chat_command_two_sessions(trained, tmp_path):
+    import json
+    import subprocess
+
+    model, tok, _, sae_dir = trained
+    cmd, state = _chat_command(model, tok, sae_dir, tmp_path)
     first = subprocess.run([*cmd, "--stream"], input="Good morrow, kind friend.\n/mode System\nWhat is two and two?\n"
                            "/sleep\n/status\n", capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -463,15 +469,10 @@ def test_sigkill_mid_chat_leaves_one_consistent_turn_and_no_lock(trained, tmp_pa
     (the dead one's lock is gone), and anima.json, the reservoir and memories.jsonl describe the same turn."""
     import signal
     import subprocess
-    import sys
     import time
 
     model, tok, sae, sae_dir = trained
-    model.save_pretrained(tmp_path / "model")
-    tok.save_pretrained(tmp_path / "model")
-    state = tmp_path / "state"
-    cmd = [sys.executable, "-m", "hfself.cli", "anima", "chat", "--model", str(tmp_path / "model"), "--sae",
-           str(sae_dir), "--state-dir", str(state), "--max_new_tokens", "4"]
+    cmd, state = _chat_command(model, tok, sae_dir, tmp_path)
     turns = 0
     for delay in (0.05, 0.4, 1.1):
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
