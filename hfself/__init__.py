@@ -21,6 +21,11 @@ _LAZY = {
     "QOnlyTraining": ("hfself_plugins.attention", "QOnlyTraining"),
     "DreamCallback": ("hfself_plugins.attention", "DreamCallback"),
     "AttentionProbe": ("hfself_plugins.attention", "AttentionProbe"),
+    "AnimaConfig": ("hfself_plugins.anima", "AnimaConfig"),
+    "AnimaRuntime": ("hfself_plugins.anima", "AnimaRuntime"),
+    "SpiralformerConfig": ("hfself_plugins.spiral", "SpiralformerConfig"),
+    "SpiralformerForCausalLM": ("hfself_plugins.spiral", "SpiralformerForCausalLM"),
+    "GlyphTokenizer": ("hfself_plugins.spiral", "GlyphTokenizer"),
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

@@ -110,3 +110,11 @@ def test_third_party_plugin_installs_and_a_broken_one_is_isolated(tmp_path):
     finally:
         subprocess.run([sys.executable, "-m", "pip", "uninstall", "-y", "-q", "hfself-hello", "hfself-broken"],
                        capture_output=True, timeout=300)
+
+
+def test_design_public_names_import_from_hfself():
+    """DESIGN §3's public names, in a fresh interpreter (nothing else imported first)."""
+    names = ["IdentityConfig", "IdentityForCausalLM", "IntrospectionCallback", "TemporalLoraConfig",
+             "TemporalLoraForCausalLM", "SpiralformerConfig", "SpiralformerForCausalLM", "AnimaRuntime"]
+    out = _fresh({})(f"from hfself import {', '.join(names)}; print('ok')")
+    assert out.stdout.strip().endswith("ok")
