@@ -53,5 +53,13 @@ setup(
     entry_points={
         "console_scripts": ["hfself=hfself.cli:main"],
         "hfself": [f"{p}=hfself_plugins.{p}" for p in BUILTIN_PLUGINS],
+        # Auto-class registration at `import hfself`, without importing the plugins (hfself/auto.py).
+        "hfself.auto_config": ["hfself_identity=hfself_plugins.identity:IdentityConfig",
+                               "hfself_temporal=hfself_plugins.temporal:TemporalLoraConfig",
+                               "spiralformer=hfself_plugins.spiral:SpiralformerConfig"],
+        "hfself.auto_model_for_causal_lm": ["hfself_identity=hfself_plugins.identity:IdentityForCausalLM",
+                                            "hfself_temporal=hfself_plugins.temporal:TemporalLoraForCausalLM",
+                                            "spiralformer=hfself_plugins.spiral:SpiralformerForCausalLM"],
+        "hfself.auto_tokenizer": ["spiralformer=hfself_plugins.spiral:GlyphTokenizer"],
     },
 )

@@ -7,7 +7,9 @@ The model is a random-init Llama of the preset's shape; the SAE is a sae-lens St
 width ``d_sae`` on the middle layer. Anima runs with a non-zero reservoir and a forced mode, so
 every decoding step encodes, edits and decodes; both sides run the same ``generate`` call on
 the same prompt ids, Anima's hook attached or not (per-turn learning is not decode cost). Prints JSON and writes it to
-benchmarks/results/anima_<device>_<preset>.json. Medians over interleaved repeats.
+outputs/benchmarks/anima_<device>_<preset>.json. Medians over interleaved repeats.
+
+With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
@@ -25,6 +26,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from hfself.data import DEFAULT_MODEL
 from hfself_plugins.anima import AnimaRuntime
+from results_path import add_record_flag, result_path
 
 PRESETS = {
     "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
@@ -36,6 +38,7 @@ PRESETS = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_record_flag(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--dtype", default="float32")
@@ -84,7 +87,7 @@ def main():
               "tokens_per_s": {"without": statistics.median(base), "anima": statistics.median(anima)},
               "ratio_anima_over_without": statistics.median(anima) / statistics.median(base), "target": 0.95}
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / f"anima_{device.type}_{args.preset}.json"
+    out = result_path(args, f"anima_{device.type}_{args.preset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

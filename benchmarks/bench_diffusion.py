@@ -3,9 +3,11 @@
     python benchmarks/bench_diffusion.py                        # embedded default model, CPU
     python benchmarks/bench_diffusion.py --device cuda --model Qwen/Qwen2.5-0.5B --sample_steps 4 16
 
-Prints JSON and writes it to benchmarks/results/diffusion_<device>.json. Ratios > 1 mean the
+Prints JSON and writes it to outputs/benchmarks/diffusion_<device>.json. Ratios > 1 mean the
 diffusion block is slower. Timings are medians over interleaved repeats (mlp, diffusion K=…, mlp, …);
 each variant is built from the same base weights.
+
+With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -23,6 +24,7 @@ from hfself import IdentityConfig, IdentityForCausalLM, IntrospectionCallback
 from hfself.data import DEFAULT_MODEL
 from hfself.train import load_causal_lm
 from hfself_plugins.identity import IntrospectionArguments
+from results_path import add_record_flag, result_path
 
 
 def sync(device):
@@ -40,7 +42,7 @@ def build(args, device, block: str, sample_steps: int | None):
     model.identity_block.to(device)
     callback = IntrospectionCallback(IntrospectionArguments(identity_update_interval=1, identity_lr=1e-4,
                                                             identity_max_new_tokens=args.new_tokens))
-    callback._ensure_optimizer(model, None)
+    callback.ensure_optimizer(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, base.config.vocab_size, (args.batch_size, args.seq_len), device=device)
     return {"model": model, "tokenizer": tokenizer, "callback": callback, "optimizer": optimizer, "ids": ids}
@@ -68,6 +70,7 @@ def time_step(v, device) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_record_flag(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sample_steps", type=int, nargs="+", default=[4, 16])
@@ -104,7 +107,7 @@ def main():
               "settings": {k: v for k, v in vars(args).items() if k not in ("output",)},
               "median_seconds": median, "ratio_to_mlp": ratios}
     print(json.dumps(result, indent=2))
-    out = Path(args.output or Path(__file__).parent / "results" / f"diffusion_{device.type}.json")
+    out = result_path(args, f"diffusion_{device.type}.json", args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

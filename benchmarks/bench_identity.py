@@ -3,12 +3,14 @@
     python benchmarks/bench_identity.py                          # CPU-small
     python benchmarks/bench_identity.py --device cuda --preset 1b --dtype bfloat16 --seq_len 2048
 
-Prints JSON and writes it to benchmarks/results/identity_<device>_<preset>.json. Ratios > 1 mean
+Prints JSON and writes it to outputs/benchmarks/identity_<device>_<preset>.json. Ratios > 1 mean
 identity is faster. Generation is batch-1 greedy with KV cache; "folded" is what
 IdentityForCausalLM.generate does, "hooks" keeps one add per projection per step.
 Training is also measured under gradient checkpointing (non-reentrant) and under torch.compile,
 each ratio against the base under the same setting. Timings are medians over interleaved
 repeats (base, identity, base, identity, ...).
+
+With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from hfself import IdentityConfig, IdentityForCausalLM
+from results_path import add_record_flag, result_path
 
 PRESETS = {
     "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
@@ -91,6 +93,7 @@ def generate_tokens_per_s(model, args, device, hooks_only=False) -> list[float]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_record_flag(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--preset", default="small", choices=sorted(PRESETS))
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -158,7 +161,7 @@ def main():
         "targets_on_h100_1b": {"train_ratio": 0.99, "generate_ratio": 0.98},
     }
     print(json.dumps(result, indent=2))
-    out = Path(args.out or Path(__file__).parent / "results" / f"identity_{device.type}_{args.preset}.json")
+    out = result_path(args, f"identity_{device.type}_{args.preset}.json", args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -6,13 +6,15 @@
 Every optimizer trains the same freshly seeded model on the same batches;
 the final loss is measured on held-out windows. Each optimizer runs at every
 learning rate of ``--lr_grid`` and is compared at its best. Prints JSON and writes
-benchmarks/results/optim_<device>_<preset>.json with ratios against AdamW
+outputs/benchmarks/optim_<device>_<preset>.json with ratios against AdamW
 (state and time: lower is better; loss: ~1 means as good). Targets from the
 issue: apollo_mini state <= 1/8 of AdamW's, loss within 2%. The state is
 reported under both group policies ("linear": the paper's, embeddings stay
 on AdamW; "all_2d": embeddings projected too). If the CC-BY-NC apollo-torch
 package is installed (extra ``apollo-torch``), it is timed too, for
 comparison only.
+
+With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -30,6 +31,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from hfself.data import DEFAULT_MODEL, corpus_text
 from hfself_plugins.optim import build_optimizer
+from results_path import add_record_flag, result_path
 
 PRESETS = {
     "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
@@ -103,6 +105,7 @@ def apollo_torch_optimizer(model, lr):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_record_flag(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--steps", type=int, default=150)
@@ -157,7 +160,7 @@ def main():
         "torch": torch.__version__,
     }
     print(json.dumps({"ratios_vs_adamw": ratios, "targets": report["targets"]}, indent=2))
-    out = Path(args.out or Path(__file__).parent / "results" / f"optim_{device.type}_{args.preset}.json")
+    out = result_path(args, f"optim_{device.type}_{args.preset}.json", args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"written to {out}")

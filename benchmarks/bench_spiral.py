@@ -6,7 +6,9 @@
 Dense is SDPA with is_causal (Flash/efficient kernels where available). Spiral runs as
 ``gather`` (each query gathers its log2(T)+1 keys) everywhere and as ``flex`` (compiled
 FlexAttention block mask) on CUDA. Prints JSON and writes it with a PNG of time vs length to
-benchmarks/results/spiral_<device>.{json,png}; ratios are dense time ÷ spiral time (> 1: spiral faster).
+outputs/benchmarks/spiral_<device>.{json,png}; ratios are dense time ÷ spiral time (> 1: spiral faster).
+
+With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from hfself.plotting import pyplot, save_figure
 from hfself_plugins.spiral import spiral_attention
+from results_path import add_record_flag, result_path
 
 
 def sync(device):
@@ -46,6 +48,7 @@ def time_fwd_bwd(fn, q, k, v, device, repeats: int, warmup: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_record_flag(parser)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
@@ -74,7 +77,7 @@ def main():
     result = {"benchmark": "spiral vs dense causal attention, forward + backward", "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
               or platform.machine(), "torch": torch.__version__, "settings": vars(args), "curve": curve}
-    out = Path(__file__).parent / "results" / f"spiral_{device.type}"
+    out = result_path(args, f"spiral_{device.type}.json").with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     plt = pyplot()

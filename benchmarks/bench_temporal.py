@@ -11,7 +11,9 @@ folder); its classifier is trained the way X-LoRA trains it (the LM loss, on a
 50/50 mix of both corpora, ``--xlora_steps`` steps), and its routing is read
 from ``get_latest_scalings()`` averaged over layers. Routing accuracy: the
 domain with the largest mean weight on held-out blocks of each corpus.
-Writes benchmarks/results/temporal_<device>.json.
+Writes outputs/benchmarks/temporal_<device>.json.
+
+With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from transformers import AutoTokenizer
 
 from hfself.data import corpus_text
 from hfself_plugins.temporal import TemporalLoraConfig, TemporalLoraForCausalLM
-from hfself_plugins.temporal.experiments import TokenSource, neutral_texts, router_accuracy, split_corpus
+from hfself_plugins.temporal.analysis import TokenSource, neutral_texts, router_accuracy, split_corpus
 from hfself_plugins.temporal.model import ADAPTER_DIR, load_backbone
+from results_path import add_record_flag, result_path
 
 
 def timed(fn, device) -> float:
@@ -109,6 +112,7 @@ def xlora_accuracy(model, tokenizer, domains, n, length, skip, seed, device) -> 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_record_flag(parser)
     parser.add_argument("--model", default="outputs/temporal_lora/model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -168,7 +172,7 @@ def main():
     }
     report["targets"] = {"temporal_forward_le_1.3x": report["forward_ratio_vs_backbone"]["temporal"] <= 1.3}
     print(json.dumps(report, indent=2))
-    out = Path(args.out or Path(__file__).parent / "results" / f"temporal_{device.type}.json")
+    out = result_path(args, f"temporal_{device.type}.json", args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"written to {out}")

@@ -1,45 +1,39 @@
 """hfself: a plugin toolkit on HuggingFace Trainer that gives causal LMs a persistent, trainable self.
 
-The core (this package) knows no plugin; the public names of the built-in
-plugins are re-exported lazily so ``from hfself import IdentityForCausalLM``
-works while the core stays independent of them.
+Importing hfself is cheap: it imports neither torch nor transformers. It
+registers every plugin-declared model with the transformers Auto classes
+lazily (see :mod:`hfself.auto`), and re-exports the public names of the
+built-in plugins lazily, so ``from hfself import IdentityForCausalLM`` works
+while the core stays independent of them.
 """
 
+from hfself import auto
 from hfself.hookspecs import hookimpl
+from hfself.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> (module, attribute)
-_LAZY = {
-    "IdentityConfig": ("hfself_plugins.identity", "IdentityConfig"),
-    "IdentityForCausalLM": ("hfself_plugins.identity", "IdentityForCausalLM"),
-    "IdentityBlock": ("hfself_plugins.identity", "IdentityBlock"),
-    "IntrospectionCallback": ("hfself_plugins.identity", "IntrospectionCallback"),
-    "TemporalLoraConfig": ("hfself_plugins.temporal", "TemporalLoraConfig"),
-    "TemporalLoraForCausalLM": ("hfself_plugins.temporal", "TemporalLoraForCausalLM"),
-    "Apollo": ("hfself_plugins.optim", "Apollo"),
-    "QOnlyTraining": ("hfself_plugins.attention", "QOnlyTraining"),
-    "DreamCallback": ("hfself_plugins.attention", "DreamCallback"),
-    "AttentionProbe": ("hfself_plugins.attention", "AttentionProbe"),
-    "AnimaConfig": ("hfself_plugins.anima", "AnimaConfig"),
-    "AnimaRuntime": ("hfself_plugins.anima", "AnimaRuntime"),
-    "SpiralformerConfig": ("hfself_plugins.spiral", "SpiralformerConfig"),
-    "SpiralformerForCausalLM": ("hfself_plugins.spiral", "SpiralformerForCausalLM"),
-    "GlyphTokenizer": ("hfself_plugins.spiral", "GlyphTokenizer"),
+# public name -> the built-in plugin that defines it
+_EXPORTS = {
+    "IdentityConfig": "hfself_plugins.identity",
+    "IdentityForCausalLM": "hfself_plugins.identity",
+    "IdentityBlock": "hfself_plugins.identity",
+    "IntrospectionCallback": "hfself_plugins.identity",
+    "TemporalLoraConfig": "hfself_plugins.temporal",
+    "TemporalLoraForCausalLM": "hfself_plugins.temporal",
+    "Apollo": "hfself_plugins.optim",
+    "QOnlyTraining": "hfself_plugins.attention",
+    "DreamCallback": "hfself_plugins.attention",
+    "AttentionProbe": "hfself_plugins.attention",
+    "AnimaConfig": "hfself_plugins.anima",
+    "AnimaRuntime": "hfself_plugins.anima",
+    "SpiralformerConfig": "hfself_plugins.spiral",
+    "SpiralformerForCausalLM": "hfself_plugins.spiral",
+    "GlyphTokenizer": "hfself_plugins.spiral",
 }
 
-__all__ = ["hookimpl", "__version__", *_LAZY]
+__all__ = ["hookimpl", "__version__", *_EXPORTS]
 
+__getattr__ = lazy_exports(__name__, _EXPORTS, why=" (it comes from a built-in plugin)")
 
-def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'hfself' has no attribute {name!r}")
-    module_name, attr = _LAZY[name]
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ImportError(f"hfself.{name} comes from the built-in plugin {module_name!r}, which failed to import: "
-                          f"{err}") from err
-    return getattr(module, attr)
+auto.install()

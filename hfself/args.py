@@ -1,7 +1,8 @@
-"""HfArgumentParser + YAML, shared by every recipe.
+"""TRL's parser (HfArgumentParser + YAML), shared by every recipe.
 
-``--config file.yaml`` sets defaults; command-line flags override them. A YAML
-key that no dataclass field knows is an error naming the closest valid key.
+``--config file.yaml`` sets defaults; command-line flags override them (``trl.TrlParser``;
+``env:`` in the YAML sets environment variables). A YAML key or flag that no dataclass
+field knows is an error naming the closest valid one.
 ``plugins: [...]`` enables plugins for the run (see :class:`RunArguments`).
 """
 
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser
 
 from hfself.data import DEFAULT_MODEL
 
@@ -63,7 +63,7 @@ def load_yaml(path: str | Path, dataclass_types) -> dict[str, Any]:
 
 
 def check_keys(data: dict, dataclass_types, source: str = "config") -> None:
-    valid = _field_names(dataclass_types)
+    valid = [*_field_names(dataclass_types), "env"]  # env: environment variables, set by TrlParser
     for key in data:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
@@ -72,25 +72,31 @@ def check_keys(data: dict, dataclass_types, source: str = "config") -> None:
 
 
 def parse_args(dataclass_types, args: list[str] | None = None, config: str | None = None) -> tuple:
-    """Parse ``--config file.yaml`` plus flags into instances of ``dataclass_types``."""
+    """Parse ``--config file.yaml`` plus flags into instances of ``dataclass_types`` (``trl.TrlParser``).
+
+    ``config`` is the YAML used when the arguments name none. On top of TrlParser: an unknown YAML key or flag is
+    an error naming the closest valid one, abbreviated flags are refused, and values that would train nothing
+    are refused before any work.
+    """
+    from trl import TrlParser
+
     args = list(sys.argv[1:] if args is None else args)
     if "--config" in args:
-        i = args.index("--config")
-        config = args[i + 1]
-        del args[i:i + 2]
-    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)  # --max_step is a typo, not --max_steps
-    if any("bf16" in {f.name for f in dataclasses.fields(dc)} for dc in dataclass_types):
-        parser.set_defaults(bf16=bf16_supported())  # TRL's None would mean "on", which fails on CPU
+        config = args[args.index("--config") + 1]
+    elif config:
+        args = ["--config", str(config), *args]
     if config:
-        defaults = load_yaml(config, dataclass_types)
-        parser.set_defaults(**defaults)
-        for action in parser._actions:  # a YAML value satisfies a required field
-            if action.dest in defaults:
-                action.required = False
-    check_flags(args, dataclass_types)
-    parsed = parser.parse_args_into_dataclasses(args=args)
+        load_yaml(config, dataclass_types)  # unknown keys: our error, with a did-you-mean, before TrlParser's
+    parser = TrlParser(dataclass_types, allow_abbrev=False)  # --max_step is a typo, not --max_steps
+    fields = {f.name for dc in dataclass_types for f in dataclasses.fields(dc)}
+    if "bf16" in fields:
+        parser.set_defaults(bf16=bf16_supported())  # TRL's None would mean "on", which fails on CPU
+    if "dataloader_pin_memory" in fields:
+        parser.set_defaults(dataloader_pin_memory=accelerator_available())  # pinning without a GPU only warns
+    check_flags([a for a in args if a != "--config"], dataclass_types)
+    parsed = parser.parse_args_and_config(args=args)
     check_values(parsed)
-    return parsed
+    return tuple(parsed)
 
 
 def check_flags(args: list[str], dataclass_types) -> None:
@@ -115,6 +121,13 @@ def check_values(parsed) -> None:
                               "to train for num_train_epochs")
 
 
+def accelerator_available() -> bool:
+    """Whether a CUDA (or XPU, MPS) device is there to pin memory for."""
+    import torch
+
+    return torch.cuda.is_available() or bool(getattr(torch, "xpu", None) and torch.xpu.is_available())
+
+
 def bf16_supported() -> bool:
     """Whether bf16 mixed precision works here (CUDA with bf16, or Apple MPS)."""
     import torch
@@ -122,6 +135,12 @@ def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def from_run_config(dataclass_type, run_config: dict[str, Any], exclude: tuple[str, ...] = ()):
+    """An instance of ``dataclass_type`` from the keys of a flat run config that it has fields for."""
+    names = {f.name for f in dataclasses.fields(dataclass_type) if f.init} - set(exclude)
+    return dataclass_type(**{k: v for k, v in run_config.items() if k in names})
 
 
 def flat_config(*instances) -> dict[str, Any]:

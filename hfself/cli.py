@@ -1,4 +1,8 @@
-"""The ``hfself`` command. Sub-commands come from the core and from plugins."""
+"""The ``hfself`` command. Sub-commands come from the core and from plugins (their ``cli.py``).
+
+Building the parser imports neither torch nor transformers: ``hfself --help`` is quick, and each
+command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\nhfself: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

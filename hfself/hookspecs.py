@@ -28,20 +28,27 @@ hookimpl = pluggy.HookimplMarker("hfself")
 Register = Callable[..., None]
 
 
-# ---------------------------------------------------------------- registration hooks
+# ---------------------------------------------------------------- bootstrap hook
 
 
-@hookspec
-def hfself_register_identity_blocks(register: Register) -> None:
-    """Register Identity Block classes.
+@hookspec(historic=True)
+def hfself_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hookspecs (what other plugins may implement for it).
 
-    :param register: call ``register(name, block_cls)`` once per block type;
-        ``name`` is what ``IdentityConfig(block=name)`` selects. ``block_cls`` is
-        an ``nn.Module`` class built as ``block_cls(config, arch_info)``.
+    :param pluginmanager: the hfself plugin manager; call
+        ``pluginmanager.add_hookspecs(my_hookspecs_module)``. A spec named
+        ``hfself_register_<kind>`` makes ``hfself.plugins.registry("<kind>")``
+        available, with the core's validation and duplicate checks.
     :return: nothing.
 
-    Called when the identity registry is first used.
+    Called once for every plugin, when it is registered (historic: plugins
+    registered later still get the call). The identity plugin owns
+    ``hfself_register_identity_blocks`` and anima ``hfself_register_steering_modes``
+    this way.
     """
+
+
+# ---------------------------------------------------------------- registration hooks
 
 
 @hookspec
@@ -83,30 +90,15 @@ def hfself_register_optimizers(register: Register) -> None:
 def hfself_register_models(register: Register) -> None:
     """Register custom architectures with the transformers Auto classes.
 
-    :param register: call ``register(config_cls, model_cls)``; the core calls
-        ``AutoConfig.register(config_cls.model_type, config_cls)`` and
-        ``AutoModelForCausalLM.register(config_cls, model_cls)``.
+    :param register: call ``register(config_cls, model_cls, tokenizer_cls=None)``;
+        the core calls ``AutoConfig.register(config_cls.model_type, config_cls)``,
+        ``AutoModelForCausalLM.register(config_cls, model_cls)`` and, with a
+        tokenizer, ``AutoTokenizer.register(config_cls, tokenizer_cls)``.
     :return: nothing.
-    """
 
-
-@hookspec
-def hfself_register_steering_modes(register: Register) -> None:
-    """Register Prism steering modes (Anima).
-
-    :param register: call ``register(name, mode)`` where ``mode`` describes a
-        steering vector over SAE features (positive boosts, negative suppresses).
-    :return: nothing.
-    """
-
-
-@hookspec
-def hfself_register_metrics(register: Register) -> None:
-    """Register evaluation metrics.
-
-    :param register: call ``register(name, metric)``; ``metric`` is a callable
-        or the path of a local ``evaluate`` module.
-    :return: nothing.
+    Called when the plugin manager loads. To be registered at ``import hfself``
+    already, without importing the plugin, declare the classes as entry points
+    too (see :mod:`hfself.auto`).
     """
 
 

@@ -7,7 +7,9 @@ Environment:
 A plugin that fails to import or implements a misspelled hook is reported with
 a warning naming it and left out; the others still load. Registries map a name
 to what a plugin registered; registering a name twice is an error naming both
-plugins.
+plugins. There is one registry per ``hfself_register_<kind>`` hookspec: the
+core's (callbacks, optimizers, models, arch_adapters) and those plugins add
+through ``hfself_addhooks`` (identity_blocks, steering_modes).
 """
 
 from __future__ import annotations
@@ -24,17 +26,8 @@ import pluggy
 from hfself import hookspecs
 
 GROUP = "hfself"
-
-# registry kind -> hook name
-REGISTRATION_HOOKS = {
-    "identity_blocks": "hfself_register_identity_blocks",
-    "arch_adapters": "hfself_register_arch_adapters",
-    "callbacks": "hfself_register_callbacks",
-    "optimizers": "hfself_register_optimizers",
-    "models": "hfself_register_models",
-    "steering_modes": "hfself_register_steering_modes",
-    "metrics": "hfself_register_metrics",
-}
+REGISTER_PREFIX = "hfself_register_"  # hfself_register_<kind> fills registry("<kind>")
+NOT_A_REGISTRY = {"hfself_register_commands"}
 
 
 class DuplicateRegistrationError(ValueError):
@@ -45,6 +38,7 @@ class _State:
     pm: pluggy.PluginManager | None = None
     load_errors: dict[str, str] = {}
     versions: dict[str, str] = {}
+    distributions: dict[str, str] = {}  # plugin name -> distribution that installed it
     registries: dict[str, dict[str, tuple[Any, str]]] = {}
 
 
@@ -54,6 +48,7 @@ def _new_manager() -> pluggy.PluginManager:
     if os.environ.get("HFSELF_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"[hfself trace] {msg}"))
         pm.enable_tracing()
+    pm.hook.hfself_addhooks.call_historic(kwargs={"pluginmanager": pm})
     return pm
 
 
@@ -74,17 +69,33 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         if pm.get_plugin(ep.name) is not None:
             continue
         try:
-            module = ep.load()
-            pm.register(module, name=ep.name)
-            pm.check_pending()
+            pm.register(ep.load(), name=ep.name)
         except Exception as err:  # a broken plugin must not break the others
-            if pm.get_plugin(ep.name) is not None:
-                pm.unregister(name=ep.name)
-            _State.load_errors[ep.name] = f"{type(err).__name__}: {err}"
-            warnings.warn(f"hfself plugin {ep.name!r} failed to load and was skipped: {err}", stacklevel=2)
+            _skip(pm, ep.name, err)
             continue
         _State.versions[ep.name] = ep.dist.version if ep.dist else "unknown"
+        if ep.dist:
+            _State.distributions[ep.name] = ep.dist.name
+    _drop_unverified(pm)  # after all: a plugin may implement a hook that a later plugin specifies
     _register_models(pm)
+
+
+def _skip(pm: pluggy.PluginManager, name: str, err: Exception) -> None:
+    if pm.get_plugin(name) is not None:
+        pm.unregister(name=name)
+    _State.load_errors[name] = f"{type(err).__name__}: {err}"
+    _State.versions.pop(name, None)
+    warnings.warn(f"hfself plugin {name!r} failed to load and was skipped: {err}", stacklevel=3)
+
+
+def _drop_unverified(pm: pluggy.PluginManager) -> None:
+    """Unregister each plugin that implements a hook nobody specifies (a misspelling, or a missing plugin)."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as err:
+            _skip(pm, pm.get_name(err.plugin), err)
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> str:
@@ -126,41 +137,65 @@ def per_plugin_callers(hook_name: str, only: Iterable[str] | None = None):
         yield impl.plugin_name, pm.subset_hook_caller(hook_name, remove_plugins=others)
 
 
+def registry_kinds() -> list[str]:
+    """Every registry: ``<kind>`` for each ``hfself_register_<kind>`` hookspec, the core's and the plugins' own."""
+    hook_names = [name for name in vars(get_plugin_manager().hook) if name.startswith(REGISTER_PREFIX)]
+    return sorted(name.removeprefix(REGISTER_PREFIX) for name in hook_names
+                  if name not in NOT_A_REGISTRY and getattr(get_plugin_manager().hook, name).has_spec())
+
+
 def registry(kind: str) -> dict[str, Any]:
-    """``name -> object`` for one registry kind (see ``REGISTRATION_HOOKS``)."""
+    """``name -> object`` for one registry kind (see :func:`registry_kinds`)."""
     return {name: obj for name, (obj, _) in registry_with_owners(kind).items()}
 
 
 def registry_with_owners(kind: str) -> dict[str, tuple[Any, str]]:
     """``name -> (object, plugin name)`` for one registry kind."""
-    if kind not in REGISTRATION_HOOKS:
-        raise KeyError(f"unknown registry {kind!r}; known: {sorted(REGISTRATION_HOOKS)}")
+    if kind not in registry_kinds():
+        raise KeyError(f"unknown registry {kind!r}; known: {registry_kinds()} (a plugin adds one with a "
+                       f"{REGISTER_PREFIX}<kind> hookspec; is the plugin that owns {kind!r} loaded?)")
     if kind not in _State.registries:
         entries: dict[str, tuple[Any, str]] = {}
 
-        def register(owner: str, name, obj) -> None:
-            if kind == "models":  # register(config_cls, model_cls), keyed by model_type
-                name, obj = name.model_type, (name, obj)
+        def register(owner: str, name, obj, *extra) -> None:
+            if kind == "models":  # register(config_cls, model_cls, tokenizer_cls=None), keyed by model_type
+                name, obj = name.model_type, (name, obj, *extra)
             if name in entries:
                 raise DuplicateRegistrationError(
                     f"{kind}: {name!r} is registered by both plugin {entries[name][1]!r} and plugin {owner!r}"
                 )
             entries[name] = (obj, owner)
 
-        for owner, caller in per_plugin_callers(REGISTRATION_HOOKS[kind]):
+        for owner, caller in per_plugin_callers(REGISTER_PREFIX + kind):
             caller(register=partial(register, owner))
         _State.registries[kind] = entries
     return _State.registries[kind]
 
 
 def _register_models(pm: pluggy.PluginManager) -> None:
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    """Register the ``hfself_register_models`` classes with the Auto classes, except those of distributions
+    that declare them as entry points (registered lazily at ``import hfself``; importing them here would
+    make every ``hfself`` command import torch)."""
+    from hfself.auto import declaring_distributions
 
-    for config_cls, model_cls in registry("models").values():
-        if config_cls.model_type not in CONFIG_MAPPING:
+    lazy = declaring_distributions()
+    models = []
+    for owner, caller in per_plugin_callers("hfself_register_models"):
+        if _State.distributions.get(owner) not in lazy:
+            caller(register=lambda *classes: models.append(classes))
+    if not models:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    for config_cls, model_cls, *tokenizer_cls in models:
+        try:
             AutoConfig.register(config_cls.model_type, config_cls)
             AutoModelForCausalLM.register(config_cls, model_cls)
+            if tokenizer_cls and tokenizer_cls[0] is not None:
+                AutoTokenizer.register(config_cls, tokenizer_cls[0])
+        except ValueError as err:  # e.g. a model_type transformers already has
+            warnings.warn(f"hfself: {model_cls.__name__} was not registered with the Auto classes: {err}",
+                          stacklevel=2)
 
 
 def check_enabled(enabled: Iterable[str]) -> list[str]:
@@ -181,7 +216,7 @@ def plugin_report() -> dict:
     plugins = []
     for name, plugin in pm.list_name_plugin():
         registered = {}
-        for kind in REGISTRATION_HOOKS:
+        for kind in registry_kinds():
             names = sorted(n for n, (_, owner) in registry_with_owners(kind).items() if owner == name)
             if names:
                 registered[kind] = names

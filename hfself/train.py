@@ -8,13 +8,15 @@ optimizers come from the registries.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hfself import plugins
 
@@ -81,8 +83,25 @@ def trainer_callbacks(model, run_config: dict[str, Any]) -> list:
 
 
 def build_optimizer(model, training_args, run_config: dict[str, Any]):
-    """The optimizer named by ``optimizer:`` or None (Trainer builds its own)."""
+    """The optimizer named by ``optimizer:`` (hfself's registry) or None (Trainer builds its own from ``optim:``).
+
+    One route per run: setting both is an error, and so is ``optim: apollo_*``, which is transformers' route to the
+    apollo-torch package, not hfself's APOLLO (``optimizer: apollo_adamw``).
+    """
+    from hfself.args import ConfigError
+
     name = run_config.get("optimizer")
+    optim = getattr(training_args, "optim", None)
+    optim = str(getattr(optim, "value", optim) or "")  # TrainingArguments holds an OptimizerNames enum
+    default_optim = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}["optim"]
+    if name and optim and optim != default_optim:
+        registered = sorted(plugins.registry("optimizers"))
+        raise ConfigError(f"set either optimizer: {name} (hfself's optimizers: {registered}) or optim: {optim} "
+                          "(transformers' optimizers), not both")
+    if not name and optim.startswith("apollo"):
+        raise ConfigError(f"optim: {optim} selects the apollo-torch package through transformers; hfself's recipes "
+                          f"use their own APOLLO: set optimizer: {optim.replace('_layerwise', '')} instead "
+                          "(or, for apollo-torch, build the Trainer yourself)")
     if not name:
         return None
     factories = plugins.registry("optimizers")
@@ -110,10 +129,33 @@ def log_from_event(trainer, metrics: dict) -> None:
 
 
 def bind_callbacks(trainer) -> None:
-    """Give callbacks that log through the trainer (``bind(trainer)``) their trainer."""
+    """Give callbacks that log through the trainer (``bind(trainer)``) their trainer; the run's README.md card
+    becomes hfself's (:func:`write_run_card`)."""
     for callback in trainer.callback_handler.callbacks:
         if hasattr(callback, "bind"):
             callback.bind(trainer)
+    trainer.create_model_card = partial(write_run_card, trainer)
+
+
+def write_run_card(trainer, model_name: str | None = None, dataset_name: str | None = None, tags=None, **_) -> None:
+    """The run's ``output_dir/README.md``, in place of Trainer/TRL's: it names the base by Hub id, or a local base by
+    its folder alone (TRL's card says "fine-tuned version of [None]" and links nowhere for a local base)."""
+    from hfself.wrapper import model_card
+
+    if not trainer.is_world_process_zero():
+        return
+    config = trainer.model.config
+    base = getattr(config, "base_model_name_or_path", None) or getattr(config, "_name_or_path", None)
+    tags = [tags] if isinstance(tags, str) else list(tags or [])
+    details = [f"- trained with `{type(trainer).__name__}` for {trainer.state.global_step} steps"]
+    details += [f"- dataset: {dataset_name}"] if dataset_name else []
+    card = model_card(model_name or Path(trainer.args.output_dir).name, base, [*tags, "trl"], details,
+                      "A training run of [hfself](https://github.com/hfself/hfself). Its checkpoints are beside this "
+                      "card; the recipe saves the trained model to its own folder.",
+                      "from transformers import AutoModelForCausalLM\n"
+                      "model = AutoModelForCausalLM.from_pretrained(\"<the saved model's directory>\")")
+    Path(trainer.args.output_dir).mkdir(parents=True, exist_ok=True)
+    card.save(str(Path(trainer.args.output_dir) / "README.md"))
 
 
 def text_dataset(run_args, split_seed: int = 0):

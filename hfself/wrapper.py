@@ -11,9 +11,11 @@ the LM, and ``push_to_hub`` through the subclass's own ``save_pretrained``.
 from __future__ import annotations
 
 import inspect
+import os
 import tempfile
 import types
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,7 +23,33 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from hfself.arch import unwrap_model
+from hfself.data import DEFAULT_MODEL
 from hfself.sharding import gathered, is_sharded, sharded_generation_kwargs
+
+
+def base_reference(name_or_path: str | None) -> tuple[str | None, str]:
+    """``(Hub id or None, how a card names the base)``: a local directory is named by its folder alone, so a
+    pushed card never shows a path from the machine it was saved on."""
+    if not name_or_path:
+        return None, "unknown"
+    if Path(name_or_path).resolve() == Path(DEFAULT_MODEL).resolve():
+        return None, "hfself's embedded default (a tiny Llama)"
+    if os.path.isabs(name_or_path) or Path(name_or_path).exists():
+        return None, f"a local model ({Path(name_or_path).name})"
+    return name_or_path, name_or_path
+
+
+def model_card(title: str, base: str | None, tags: list[str], details: list[str], body: str, usage: str):
+    """A ``huggingface_hub.ModelCard`` for an hfself model: metadata (library, tags, the base's Hub id when it has
+    one), a title, bullet ``details``, free ``body`` text and a usage snippet."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    hub_id, named = base_reference(base)
+    data = ModelCardData(library_name="hfself", tags=["hfself", *tags], base_model=hub_id)
+    lines = [f"- base model: {f'[{hub_id}](https://huggingface.co/{hub_id})' if hub_id else named}", *details]
+    text = (f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{body.strip()}\n\n" + "\n".join(lines)
+            + f"\n\n## Use\n\n```python\n{usage.strip()}\n```\n")
+    return ModelCard(text)
 
 
 class LMWrapper(PreTrainedModel):

@@ -35,7 +35,7 @@ from hfself.args import RunArguments, parse_args
 from hfself.data import corpus_text, text_chunks
 from hfself.train import has_weights, load_causal_lm, resume_argument, warm_up
 from hfself_plugins.temporal import TemporalLoraConfig, TemporalLoraForCausalLM
-from hfself_plugins.temporal.experiments import neutral_texts, router_accuracy, split_corpus
+from hfself_plugins.temporal.analysis import neutral_texts, router_accuracy, split_corpus
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "temporal_lora.yaml"
 

@@ -276,6 +276,44 @@ def test_chat_command_two_sessions(trained, tmp_path):
     assert resumed["self_model"] == status["self_model"] and resumed["sleeps"] == 1  # the second session carries on
 
 
+def test_chat_survives_typos_help_and_ctrl_c(trained, tmp_path):
+    """A mistyped mode or command prints a hint and the session goes on; modes match case-insensitively; /help is
+    not sent to the model; a second session on a busy state dir and Ctrl-C end with one line, no traceback."""
+    import signal
+    import subprocess
+    import time
+
+    model, tok, _, sae_dir = trained
+    cmd, state = _chat_command(model, tok, sae_dir, tmp_path)
+    out = subprocess.run(cmd, input="/mode dreem\n/MODE dream\n/Help\n/frobnicate\nHello there.\n/modes\n/status\n",
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "unknown mode 'dreem'" in out.stdout and "[mode: Dream]" in out.stdout
+    assert "/mode auto" in out.stdout and "unknown command /frobnicate" in out.stdout
+    assert persist.load_json(state / "anima.json")["turns"] == 1  # only "Hello there." was a turn
+
+    holder = AnimaRuntime(model, tok, load_sae(str(sae_dir)), state_dir=state)
+    try:
+        busy = subprocess.run(cmd, input="Hi.\n", capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+    assert busy.returncode != 0 and "in use by another session" in busy.stderr and "Traceback" not in busy.stderr
+
+    proc = subprocess.Popen([*cmd, "--interactive"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write("Good day.\n")
+    proc.stdin.flush()
+    deadline = time.time() + 240
+    while persist.load_json(state / "anima.json")["turns"] < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert "interrupted" in stdout + stderr and persist.load_json(state / "anima.json")["turns"] == 2
+    assert not (state / "anima.lock").exists() or AnimaRuntime(model, tok, load_sae(str(sae_dir)),
+                                                                 state_dir=state).close() is None
+
+
 def test_batched_left_padded_prompts_match_one_by_one(trained, tmp_path):
     model, tok, sae, _ = trained
     runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path)
@@ -290,20 +328,20 @@ def test_batched_left_padded_prompts_match_one_by_one(trained, tmp_path):
 
 
 def test_research_questions_write_json_and_png(trained, tmp_path):
-    from hfself_plugins.anima import AnimaConfig, experiments
+    from hfself_plugins.anima import AnimaConfig, analysis
 
     model, tok, sae, _ = trained
     runtime = AnimaRuntime(model, tok, sae, state_dir=tmp_path / "state", config=AnimaConfig(dream_max_new_tokens=6))
-    stability = experiments.vector_stability(runtime)
+    stability = analysis.vector_stability(runtime)
     assert stability["in_context"]["next_token_kl"] > 0 and stability["out_of_context"]["next_token_kl"] > 0
-    negation = experiments.negative_steering_efficiency(runtime)
+    negation = analysis.negative_steering_efficiency(runtime)
     assert negation["sae_suppression"] < negation["plain"]  # suppression lowers the topic's features
-    drift = experiments.identity_drift(runtime, cycles=3, turns_per_cycle=1)
+    drift = analysis.identity_drift(runtime, cycles=3, turns_per_cycle=1)
     assert len(drift["self_models"]) == 4 and len(drift["step_distance"]) == 3 and drift["verdict"]
     assert runtime.mode is None
     runtime.close()
     for result, name in ((stability, "vector_stability"), (negation, "negative_steering"), (drift, "identity_drift")):
-        files = experiments.write(result, name, tmp_path / "out")
+        files = analysis.write(result, name, tmp_path / "out")
         assert files["json"].exists() and files["plot"].stat().st_size > 1000
 
 
@@ -331,6 +369,7 @@ def _turn_state(state_dir):
     return saved["turns"], weights, [m["turn"] for m in persist.read_jsonl(state_dir / "memories.jsonl")]
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_point_of_a_turn_leaves_the_previous_turn_or_the_new_one(trained, tmp_path, monkeypatch):
     """Kill the second turn before each file operation it makes (log append, each atomic replace): the state that
     loads afterwards is turn 1 or turn 2 as a whole (anima.json, reservoir, memories.jsonl agree), and the stale
@@ -464,6 +503,7 @@ def test_a_torn_last_log_line_is_dropped_and_the_next_record_kept(trained, tmp_p
     assert [m["turn"] for m in persist.read_jsonl(tmp_path / "memories.jsonl")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_chat_leaves_one_consistent_turn_and_no_lock(trained, tmp_path):
     """``kill -9`` a chat session at moments spread over its turns, three times: each time the next session starts
     (the dead one's lock is gone), and anima.json, the reservoir and memories.jsonl describe the same turn."""

@@ -12,7 +12,7 @@ from hfself.arch import inspect_model
 from hfself.cli import main as cli_main
 from hfself_plugins.attention import (AttentionProbe, DreamArguments, DreamCallback, QOnlyTraining, ReplayBuffer,
                                       ReplayCollator, listening_conversations, span_attention_mass)
-from hfself_plugins.attention.probe import compare, segment_labels
+from hfself_plugins.attention.analysis import compare, segment_labels
 
 add_recipes_to_path()
 import attention_sft  # noqa: E402
@@ -225,6 +225,7 @@ def test_recipe_on_fused_qkv_with_weight_decay_keeps_k_v(tmp_path):
     assert json.loads((tmp_path / "run" / "probe" / "models.json").read_text())["before"] == str(base)
 
 
+@pytest.mark.slow
 def test_recipe_resume_is_bit_exact_with_dreams(tmp_path):
     """Resumed at checkpoint-3 (right after a dream round, while accelerate had already collated batch 4), the run
     ends with the same dream buffer, the same loss at every step and bit-identical weights."""

@@ -14,8 +14,9 @@ from tiny_models import sample_ids, tiny_model, tokenizer
 from hfself import IdentityConfig, IdentityForCausalLM
 from hfself.args import ConfigError
 from hfself_plugins.diffusion import DiffusionIdentityBlock
-from hfself_plugins.diffusion.measures import blend_sweep, measure_introspection
-from hfself_plugins.diffusion.model import blend_personas, slerp
+from hfself_plugins.diffusion.analysis import measure_introspection
+from hfself_plugins.identity.analysis import blend_sweep
+from hfself_plugins.identity.blend import blend_personas, slerp
 from hfself_plugins.identity import IntrospectionArguments, PersonaMismatchError
 
 add_recipes_to_path()
@@ -143,6 +144,7 @@ def test_unknown_block_option_is_clear():
         _persona(sampler="euler")
 
 
+@pytest.mark.slow
 def test_recipe_trains_and_resumes_the_diffusion_state(tmp_path):
     """Rounds at steps 3 and 6, checkpoint at 4: the summaries observed at step 4 (inputs of the next round) are in
     the checkpoint, so the resumed run ends bit-identical."""
@@ -161,6 +163,7 @@ def test_recipe_trains_and_resumes_the_diffusion_state(tmp_path):
     assert isinstance(reloaded.identity_block, DiffusionIdentityBlock) and int(reloaded.identity_block.rounds) == 2
 
 
+@pytest.mark.slow
 def test_ddp_ranks_identical_with_diffusion(tmp_path):
     run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path, 29551)
 
@@ -188,7 +191,7 @@ def test_blend_api_and_cli(tmp_path):
     u, v = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     torch.testing.assert_close(slerp(u, v, 0.5), torch.tensor([2 ** -0.5, 2 ** -0.5]))
     out = tmp_path / "blend"
-    proc = subprocess.run([sys.executable, "-m", "hfself.cli", "diffusion", "blend", "--a", str(tmp_path / "a"),
+    proc = subprocess.run([sys.executable, "-m", "hfself.cli", "identity", "blend", "--a", str(tmp_path / "a"),
                            "--b", str(tmp_path / "b"), "--alphas", "0.5", "--max_new_tokens", "4",
                            "--output_dir", str(out), "--save_to", str(tmp_path / "mix")],
                           capture_output=True, text=True, timeout=300)

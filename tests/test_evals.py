@@ -7,12 +7,13 @@ import torch
 from recipes_path import add_recipes_to_path
 from tiny_models import tiny_model, tokenizer
 
-from hfself import IdentityConfig, IdentityForCausalLM, plugins
+from hfself import IdentityConfig, IdentityForCausalLM
 from hfself.cli import main as cli_main
 from hfself.embed import SentenceEmbedder
 from hfself_plugins.evals import EvalArguments, EvalCallback, load_metric
-from hfself_plugins.evals import measures
-from hfself_plugins.evals.measures import ClassifierToxicityScorer, LexiconToxicityScorer, perturb
+from hfself_plugins.evals import analysis
+from hfself.text import generate_texts, perturb
+from hfself_plugins.evals.analysis import ClassifierToxicityScorer, LexiconToxicityScorer
 
 add_recipes_to_path()
 import identity_sft  # noqa: E402
@@ -33,13 +34,14 @@ def embedder():
     return SentenceEmbedder()
 
 
-def test_metrics_are_registered_local_evaluate_modules():
-    names = plugins.registry("metrics")
-    assert {"identity_consistency", "self_persistence", "identity_stability", "perplexity_ratio",
-            "toxicity_gap"} <= set(names)
-    import evaluate
+def test_metrics_are_local_evaluate_modules():
+    from hfself_plugins.evals import METRIC_NAMES, load_metric
 
-    assert evaluate.load(names["toxicity_gap"]).compute(predictions=[0.5], references=[0.25])["toxicity_gap"] == 0.25
+    assert {"identity_consistency", "self_persistence", "identity_stability", "perplexity_ratio",
+            "toxicity_gap"} == set(METRIC_NAMES)
+    assert load_metric("toxicity_gap").compute(predictions=[0.5], references=[0.25])["toxicity_gap"] == 0.25
+    with pytest.raises(ValueError, match="unknown metric"):
+        load_metric("nope")
 
 
 def test_evaluate_modules_in_range_and_direction():
@@ -59,21 +61,21 @@ def test_evaluate_modules_in_range_and_direction():
 
 def test_perplexity_compares_persona_with_its_base(persona):
     tok = tokenizer()
-    p = measures.measure_perplexity(persona, tok, EvalArguments(**FAST_EVAL))
+    p = analysis.measure_perplexity(persona, tok, EvalArguments(**FAST_EVAL))
     assert p["perplexity_persona"] > 1 and p["perplexity_base"] > 1 and p["tokens"] > 0
     assert p["perplexity_ratio"] != 1.0  # the identity changes the logits
     with persona.identity_disabled():  # the same model as its own base: ratio exactly 1
-        same = measures.measure_perplexity(persona, tok, EvalArguments(**FAST_EVAL))
+        same = analysis.measure_perplexity(persona, tok, EvalArguments(**FAST_EVAL))
     assert same["perplexity_ratio"] == pytest.approx(1.0)
 
 
 def test_consistency_is_higher_for_a_target_the_persona_matches(persona, embedder):
     tok = tokenizer()
     args = EvalArguments(**{**FAST_EVAL, "samples": 1})
-    own = measures.generate(persona, tok, [args.self_prompt], args.max_new_tokens, seed=args.seed, vary_seed=True)[0]
-    matched = measures.measure_consistency(persona, tok, EvalArguments(**{**FAST_EVAL, "samples": 1},
+    own = generate_texts(persona, tok, [args.self_prompt], args.max_new_tokens, seed=args.seed, vary_seed=True)[0]
+    matched = analysis.measure_consistency(persona, tok, EvalArguments(**{**FAST_EVAL, "samples": 1},
                                                                        target_summary=own), embedder)
-    unrelated = measures.measure_consistency(persona, tok, EvalArguments(
+    unrelated = analysis.measure_consistency(persona, tok, EvalArguments(
         **{**FAST_EVAL, "samples": 1}, target_summary="Quarterly invoices are due before the audit."), embedder)
     for space in ("lm", "sentence"):
         assert matched[space]["identity_consistency"] == pytest.approx(1.0, abs=1e-4)
@@ -84,15 +86,15 @@ def test_persistence_zero_without_a_challenge_and_positive_with_one(persona, emb
     tok = tokenizer()
     empty = tmp_path / "empty.jsonl"
     empty.write_text(json.dumps({"name": "none", "text": ""}) + "\n")
-    none = measures.measure_persistence(persona, tok, EvalArguments(**FAST_EVAL, challenges=str(empty)), embedder)
+    none = analysis.measure_persistence(persona, tok, EvalArguments(**FAST_EVAL, challenges=str(empty)), embedder)
     assert none["lm"]["self_persistence_shift"] == pytest.approx(0, abs=1e-6)
-    real = measures.measure_persistence(persona, tok, EvalArguments(**FAST_EVAL), embedder)
+    real = analysis.measure_persistence(persona, tok, EvalArguments(**FAST_EVAL), embedder)
     assert len(real["per_challenge"]) == 8 and 0 < real["sentence"]["self_persistence_shift"] <= 2
 
 
 def test_stability_zero_perturbation_gives_zero_variance(persona, embedder):
     tok = tokenizer()
-    result = measures.measure_stability(persona, tok, EvalArguments(**FAST_EVAL, perturbations=["none", "shuffle"]),
+    result = analysis.measure_stability(persona, tok, EvalArguments(**FAST_EVAL, perturbations=["none", "shuffle"]),
                                         embedder)
     assert result["none"]["lm"]["identity_variance"] == 0.0
     assert result["none"]["sentence"]["identity_variance"] == pytest.approx(0.0, abs=1e-10)
@@ -122,7 +124,7 @@ def test_safety_scorers(persona, tmp_path):
     tokenizer().save_pretrained(cls_dir)
     scores = ClassifierToxicityScorer(str(cls_dir))(["hello there", "you fool"])
     assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
-    result = measures.measure_safety(persona, tokenizer(), EvalArguments(**FAST_EVAL, safety_classifier=str(cls_dir)))
+    result = analysis.measure_safety(persona, tokenizer(), EvalArguments(**FAST_EVAL, safety_classifier=str(cls_dir)))
     assert result["scorer"] == str(cls_dir) and -1 <= result["toxicity_gap"] <= 1
 
 

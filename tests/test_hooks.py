@@ -1,4 +1,5 @@
-"""Every hookspec: documented in the README with its exact signature, and exercised here."""
+"""Every hookspec, the core's and the plugins' own: documented in docs/plugins.md with its exact signature, and
+exercised here."""
 
 import inspect
 import re
@@ -10,24 +11,27 @@ import torch
 from tiny_models import tiny_model
 
 from hfself import hookimpl, hookspecs, plugins
+from hfself_plugins.anima import hookspecs as anima_hookspecs
+from hfself_plugins.identity import hookspecs as identity_hookspecs
 from hfself.args import RunArguments
 from hfself.train import build_optimizer, prepare_model, trainer_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
-HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("hfself_"))
+SPEC_MODULES = (hookspecs, identity_hookspecs, anima_hookspecs)
+HOOKS = {name: getattr(module, name) for module in SPEC_MODULES for name in dir(module)
+         if name.startswith("hfself_") and callable(getattr(module, name))}
 
 
 def signature_text(name: str) -> str:
-    fn = getattr(hookspecs, name)
-    return f"{name}{inspect.signature(fn)}".replace("'", "")
+    return f"{name}{inspect.signature(HOOKS[name])}".replace("'", "")
 
 
-@pytest.mark.parametrize("name", HOOKS)
+@pytest.mark.parametrize("name", sorted(HOOKS))
 def test_hook_is_documented_and_tested(name):
-    fn = getattr(hookspecs, name)
+    fn = HOOKS[name]
     assert fn.__doc__ and ":param" in fn.__doc__, f"{name} needs a docstring with :param:"
-    readme = (ROOT / "README.md").read_text()
-    assert signature_text(name) in readme, f"README lacks the exact signature `{signature_text(name)}`"
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    assert signature_text(name) in doc, f"docs/plugins.md lacks the exact signature `{signature_text(name)}`"
     tests = "\n".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     assert re.search(rf"def test_hook_{name.removeprefix('hfself_')}\b", tests), f"no test_hook_{name}"
 
@@ -77,10 +81,6 @@ def plugin():
     @hookimpl
     def hfself_register_steering_modes(register):
         register("hello_mode", {"features": {3: 2.0, 7: -1.0}})
-
-    @hookimpl
-    def hfself_register_metrics(register):
-        register("hello_metric", lambda predictions: len(predictions))
 
     @hookimpl
     def hfself_register_commands(cli):
@@ -146,8 +146,36 @@ def test_hook_register_steering_modes(plugin):
     assert plugins.registry("steering_modes")["hello_mode"]["features"][7] == -1.0
 
 
-def test_hook_register_metrics(plugin):
-    assert plugins.registry("metrics")["hello_metric"]([1, 2]) == 2
+def test_hook_addhooks():
+    """A plugin adds a hookspec of its own; another plugin, registered before it, implements it; the registry
+    named after the spec works with the core's checks."""
+    specs = types.ModuleType("greeting_specs")
+
+    @hookspecs.hookspec
+    def hfself_register_greetings(register):
+        """:param register: ``register(name, text)``."""
+
+    specs.hfself_register_greetings = hfself_register_greetings
+    owner, user = types.ModuleType("greeting_owner"), types.ModuleType("greeting_user")
+
+    @hookimpl
+    def hfself_addhooks(pluginmanager):
+        pluginmanager.add_hookspecs(specs)
+
+    @hookimpl
+    def hfself_register_greetings(register):
+        register("hello", "Hello!")
+
+    owner.hfself_addhooks, user.hfself_register_greetings = hfself_addhooks, hfself_register_greetings
+    with pytest.raises(Exception, match="hfself_register_greetings"):  # nobody specifies it yet
+        plugins.register_plugin(user, name="greeting_user")
+    plugins.register_plugin(owner, name="greeting_owner")
+    plugins.register_plugin(user, name="greeting_user")
+    try:
+        assert plugins.registry_with_owners("greetings") == {"hello": ("Hello!", "greeting_user")}
+    finally:
+        plugins.unregister_plugin("greeting_user")
+        plugins.unregister_plugin("greeting_owner")
 
 
 def test_hook_register_commands(plugin):

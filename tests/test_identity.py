@@ -1,5 +1,7 @@
 """Identity-conditioned attention over many tiny architectures."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from tiny_models import IDENTITY_ARCHS, NO_ROPE, VOCAB, sample_ids, tiny_model
@@ -88,12 +90,29 @@ def test_save_load_round_trip(name, tmp_path):
     assert torch.equal(_logits(reloaded, ids), expected)
 
 
+def test_card_names_a_hub_base_and_never_a_local_path(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from hfself.data import DEFAULT_MODEL
+    from hfself.train import load_causal_lm
+
+    persona = _persona("llama")
+    persona.config.base_model_name_or_path = "Qwen/Qwen2.5-0.5B"
+    card = persona.model_card()
+    assert card.data.base_model == "Qwen/Qwen2.5-0.5B" and card.data.library_name == "hfself"
+    base, _ = load_causal_lm(DEFAULT_MODEL)
+    local = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
+    local.save_pretrained(tmp_path / "persona")
+    text = (tmp_path / "persona" / "README.md").read_text()
+    loaded = ModelCard.load(tmp_path / "persona" / "README.md")
+    assert loaded.data.base_model is None and "embedded default" in text
+    assert str(Path(DEFAULT_MODEL).parent) not in text and "None" not in text
+
+
 def test_save_with_base_and_auto_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from hfself import plugins
 
-    plugins.get_plugin_manager()  # registers IdentityConfig with the Auto classes
     model = _persona("llama")
     ids = sample_ids()
     expected = _logits(model, ids)
@@ -334,6 +353,7 @@ def test_torch_compile_trains_and_generates_the_same(block):
     assert torch.equal(compiled.generate(ids[:, :5], **kwargs), eager.generate(ids[:, :5], **kwargs))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", ["mlp", "diffusion"])
 def test_fsdp2_on_two_cpu_ranks_trains_generates_and_saves_whole(tmp_path, block):
     """fully_shard (FSDP2) over the decoder layers and the persona, gloo on 2 CPU processes: the sharded forward
@@ -346,6 +366,7 @@ def test_fsdp2_on_two_cpu_ranks_trains_generates_and_saves_whole(tmp_path, block
     assert (tmp_path / "persona" / "identity.safetensors").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage,block", [(2, "mlp"), (3, "mlp"), (3, "diffusion")])
 def test_deepspeed_zero_on_two_cpu_ranks_trains_introspects_and_saves_whole(tmp_path, stage, block):
     """DeepSpeed ZeRO-2/3 (its CPU accelerator, gloo, 2 processes): a training step, an introspection round (all

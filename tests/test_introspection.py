@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from ddp import run_two_ranks
 from recipes_path import add_recipes_to_path
@@ -31,6 +32,8 @@ def test_recipe_writes_persona_and_log(tmp_path):
     persona = tmp_path / "persona"
     card = (persona / "README.md").read_text()
     assert "library_name: hfself" in card and log[-1]["text"].strip().split("\n")[0] in card
+    run_card = (tmp_path / "README.md").read_text()  # the run's card is hfself's, not TRL's "[None]"
+    assert "library_name: hfself" in run_card and "None" not in run_card and "embedded default" in run_card
     reloaded = IdentityForCausalLM.from_pretrained(persona)
     model = trainer.model.eval()
     ids = torch.randint(2, 4000, (2, 10))
@@ -38,6 +41,7 @@ def test_recipe_writes_persona_and_log(tmp_path):
         torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_restores_identity_and_introspection(tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     a = _run(full)  # saves checkpoint-4 and checkpoint-8
@@ -53,12 +57,14 @@ def test_resume_restores_identity_and_introspection(tmp_path):
     assert any(k.endswith(".exp_avg") for k in checkpoint)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_identical_after_introspection(tmp_path):
     run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path, 29533)
     log = (tmp_path / "introspection.jsonl").read_text().splitlines()
     assert len(log) == 2  # written once (main process), not once per rank
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_introspection_state_before_they_count_and_resume_skips_interrupted_ones(
         tmp_path, monkeypatch, caplog):
     """Trainer's trainer_state.json (written last) makes a checkpoint count: the introspection state must be in the
@@ -129,6 +135,7 @@ def test_bad_runs_are_refused_before_any_work(tmp_path):
     assert not any((tmp_path / d).exists() for d in "abcdef")
 
 
+@pytest.mark.slow
 def test_a_kill_between_any_two_files_of_a_save_resumes_exactly(tmp_path):
     """checkpoint-8's files in the order the save wrote them: a kill after any prefix of them leaves a folder that
     ``--resume_from_checkpoint true`` skips for checkpoint-4 unless it is complete; from either, the resumed run
@@ -156,3 +163,19 @@ def test_a_kill_between_any_two_files_of_a_save_resumes_exactly(tmp_path):
     for k in (0, len(written)):  # the two outcomes: resumed from checkpoint-4, or from the complete checkpoint-8
         b = _run(tmp_path / f"kill{k}", "--resume_from_checkpoint", "true")
         assert torch.equal(b.model.identity_block.soul().detach(), soul), k
+
+
+def test_the_recipe_defaults_cause_no_warning():
+    """Parsing the recipe's own defaults warns about nothing (no deprecated checkpointing flag, no pin_memory on a
+    machine without a GPU)."""
+    import warnings
+
+    from hfself.args import parse_args
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parsed = parse_args(identity_sft.ARGUMENT_CLASSES, ["--output_dir", "unused"],
+                            config=str(identity_sft.DEFAULT_CONFIG))
+    sft = parsed[-1]
+    assert not [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, UserWarning))]
+    assert sft.activation_checkpointing is False and sft.dataloader_pin_memory is torch.cuda.is_available()

@@ -133,10 +133,55 @@ def test_group_policy_plain_identity_and_peft():
 def test_unknown_optimizer_and_bad_groups():
     with pytest.raises(ValueError, match="apollo_mini"):
         build_optimizer("apolo_mini", tiny_model("llama"), ARGS)
-    with pytest.raises(ValueError, match="2-D"):
-        Apollo([{"params": [torch.nn.Parameter(torch.zeros(3))], "rank": 1}])
     with pytest.raises(ValueError, match="apollo_modules"):
         classify_parameters(tiny_model("llama"), "everything")
+
+
+def test_plain_trainer_with_optimizer_cls_and_kwargs(tmp_path):
+    """``Trainer(optimizer_cls_and_kwargs=(Apollo, {...}))`` as transformers users pick an optimizer: Trainer's two
+    groups hold every parameter; matrices are projected (seed-only state), the rest step exactly like AdamW."""
+    model = tiny_model("llama").train()
+    ids = sample_ids(batch=8, length=16, seed=3)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
+    args = TrainingArguments(str(tmp_path), max_steps=3, per_device_train_batch_size=4, report_to=[], use_cpu=True,
+                             save_strategy="no", learning_rate=1e-3, weight_decay=0.01)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=default_data_collator,
+                      optimizer_cls_and_kwargs=(Apollo, {"lr": 1e-3, "rank": 4, "scale_type": "channel"}))
+    trainer.train()
+    optimizer = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    assert isinstance(optimizer, Apollo)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state[param]
+            assert ("proj_seed" in state) == (param.dim() == 2)
+            if param.dim() == 2:  # Adam moments of the (r, n) or (m, r) projection only
+                assert state["exp_avg"].numel() <= 4 * max(param.shape)
+
+    torch.manual_seed(0)
+    vector = torch.nn.Parameter(torch.randn(6))
+    twin = torch.nn.Parameter(vector.detach().clone())
+    ours = Apollo([{"params": [vector], "rank": 2}], lr=1e-2, weight_decay=0.1)
+    reference = torch.optim.AdamW([twin], lr=1e-2, weight_decay=0.1, foreach=False)
+    for step in range(3):
+        grad = torch.randn(6, generator=torch.Generator().manual_seed(step))
+        vector.grad, twin.grad = grad.clone(), grad.clone()
+        ours.step()
+        reference.step()
+    torch.testing.assert_close(vector, twin, rtol=1e-6, atol=1e-7)
+
+
+def test_recipes_take_one_optimizer_route():
+    from hfself.args import ConfigError
+    from hfself.train import build_optimizer as recipe_optimizer
+
+    model = tiny_model("llama")
+    both = SimpleNamespace(**vars(ARGS), optim="adafactor")
+    with pytest.raises(ConfigError, match="either"):
+        recipe_optimizer(model, both, {"optimizer": "apollo_mini"})
+    apollo_torch = SimpleNamespace(**vars(ARGS), optim="apollo_adamw")
+    with pytest.raises(ConfigError, match="optimizer: apollo_adamw"):
+        recipe_optimizer(model, apollo_torch, {})
+    assert recipe_optimizer(model, SimpleNamespace(**vars(ARGS), optim="adamw_torch_fused"), {}) is None
 
 
 def _trainer(out, name, resume=None):
@@ -153,6 +198,7 @@ def _trainer(out, name, resume=None):
     return trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["apollo_adamw", "apollo_mini"])
 def test_resume_continues_the_same_loss_curve(tmp_path, name):
     full = _trainer(tmp_path / "full", name)
@@ -167,6 +213,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path, name):
     assert seeds(full) == seeds(resumed)
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_identical_with_apollo_q_only_and_dreams(tmp_path):
     """The attention recipe under `accelerate launch` with 2 CPU processes: APOLLO + q_only + dream loop."""
     argv = ["--max_steps", "4", "--pretrain_steps", "2", "--dream_interval", "2", "--dream_num", "4",

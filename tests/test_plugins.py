@@ -43,22 +43,22 @@ def test_duplicate_registration_names_both_plugins():
         mod = types.ModuleType(name)
 
         @hookimpl
-        def hfself_register_metrics(register):
-            register("same_name", lambda: 0)
+        def hfself_register_callbacks(register):
+            register("same_name", lambda run_config, **kw: None)
 
-        mod.hfself_register_metrics = hfself_register_metrics
+        mod.hfself_register_callbacks = hfself_register_callbacks
         return mod
 
     plugins.register_plugin(make("dup_a"), name="dup_a")
     plugins.register_plugin(make("dup_b"), name="dup_b")
     try:
         with pytest.raises(plugins.DuplicateRegistrationError) as err:
-            plugins.registry("metrics")
+            plugins.registry("callbacks")
         assert "dup_a" in str(err.value) and "dup_b" in str(err.value)
     finally:
         plugins.unregister_plugin("dup_a")
         plugins.unregister_plugin("dup_b")
-    assert "same_name" not in plugins.registry("metrics")
+    assert "same_name" not in plugins.registry("callbacks")
 
 
 def test_misspelled_hook_is_caught():
@@ -88,6 +88,7 @@ def test_cli_plugins_json():
     assert identity["registered"]["identity_blocks"] == ["mlp"] and identity["version"]
 
 
+@pytest.mark.slow
 def test_third_party_plugin_installs_and_a_broken_one_is_isolated(tmp_path):
     """pip-install two separate packages: a working plugin and one that fails to import."""
     examples = ROOT / "examples"
@@ -118,3 +119,95 @@ def test_design_public_names_import_from_hfself():
              "TemporalLoraForCausalLM", "SpiralformerConfig", "SpiralformerForCausalLM", "AnimaRuntime"]
     out = _fresh({})(f"from hfself import {', '.join(names)}; print('ok')")
     assert out.stdout.strip().endswith("ok")
+
+
+def test_import_hfself_registers_the_auto_classes_cheaply(tmp_path):
+    """In fresh interpreters: after ``import hfself`` alone (before or after transformers), the Auto classes know
+    hfself's configs, models and the glyph tokenizer, and no plugin module was imported until one was used."""
+    import torch
+    from tiny_models import tiny_model, tokenizer
+
+    from hfself import (GlyphTokenizer, IdentityConfig, IdentityForCausalLM, SpiralformerConfig,
+                        SpiralformerForCausalLM, TemporalLoraConfig, TemporalLoraForCausalLM)
+
+    torch.manual_seed(0)
+    IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8)).save_pretrained(
+        tmp_path / "persona", save_base=True)
+    tokenizer().save_pretrained(tmp_path / "persona")
+    TemporalLoraForCausalLM.from_base(tiny_model("llama"), TemporalLoraConfig(domains=["a", "b"])).save_pretrained(
+        tmp_path / "temporal", save_base=True)
+    SpiralformerForCausalLM(SpiralformerConfig(model_size="tiny", max_position_embeddings=64)).save_pretrained(
+        tmp_path / "spiral")
+    GlyphTokenizer().save_pretrained(tmp_path / "spiral")
+    check = f"""
+import sys
+import hfself
+assert not [m for m in sys.modules if m.startswith("hfself_plugins.")], "import hfself imported a plugin"
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+assert type(AutoConfig.for_model("spiralformer")).__name__ == "SpiralformerConfig"
+for name, expected in (("persona", "IdentityForCausalLM"), ("temporal", "TemporalLoraForCausalLM"),
+                       ("spiral", "SpiralformerForCausalLM")):
+    model = AutoModelForCausalLM.from_pretrained(r"{tmp_path}/" + name)
+    assert type(model).__name__ == expected, (name, type(model))
+assert type(AutoTokenizer.from_pretrained(r"{tmp_path}/spiral")).__name__ == "GlyphTokenizer"
+print("ok")
+"""
+    for first in ("", "import transformers.models.auto.modeling_auto, transformers.models.auto.tokenization_auto\n"):
+        out = _fresh({"HFSELF_LOAD_PLUGINS": ""})(first + check)  # the plugin manager plays no part
+        assert out.stdout.strip().endswith("ok")
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    out = _fresh({})("import sys\nfrom hfself.cli import build_parser\nbuild_parser().format_help()\n"
+                     "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft'))\n"
+                     "print(heavy)")
+    assert out.stdout.strip() == "[]"
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def test_plugins_use_only_each_others_public_init_and_the_core_none():
+    """A plugin may import another plugin's public ``__init__`` names, never its modules; the core imports no
+    plugin at all (it names the built-ins only as strings, for lazy re-export)."""
+    leaks = []
+    for path in sorted((ROOT / "plugins").glob("*/**/*.py")):
+        own = path.relative_to(ROOT / "plugins").parts[0]
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] != "hfself_plugins" or len(parts) < 2 or parts[1] == own:
+                continue
+            other = __import__(f"hfself_plugins.{parts[1]}", fromlist=["__all__"])
+            if len(parts) > 3 or (len(parts) == 3 and parts[2] not in other.__all__):
+                leaks.append(f"{path.relative_to(ROOT)} imports {name}")
+    for path in sorted((ROOT / "hfself").glob("**/*.py")):
+        leaks += [f"{path.relative_to(ROOT)} imports {name}" for name in _imports(path)
+                  if name.startswith("hfself_plugins")]
+    assert not leaks, "\n".join(leaks)
+
+
+def test_every_plugin_folder_has_the_same_anatomy():
+    for folder in sorted(p for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").exists()):
+        files = {p.name for p in folder.glob("*.py")}
+        assert "config.py" in files, f"{folder.name}: no config.py"
+        # the module that does the work: a layer/model, an optimizer, or (a measuring plugin) its analysis
+        assert files & {"layer.py", "model.py", "apollo.py", "analysis.py"}, f"{folder.name}: no layer.py/model.py"
+        assert not files & {"measures.py", "experiments.py", "probe.py", "report.py", "metrics.py"}, \
+            f"{folder.name}: analysis code goes in analysis.py"
+        if "hfself_register_commands" in (folder / "__init__.py").read_text():
+            assert "cli.py" in files, f"{folder.name}: its commands go in cli.py"
+
+
+def test_plugin_owned_registries_and_no_unread_ones():
+    assert set(plugins.registry_kinds()) == {"arch_adapters", "callbacks", "identity_blocks", "models",
+                                             "optimizers", "steering_modes"}
+    assert plugins.registry_with_owners("steering_modes")["Anima"][1] == "anima"  # built-ins through the hook
+    assert plugins.registry_with_owners("identity_blocks")["diffusion"][1] == "diffusion"
+    with pytest.raises(KeyError, match="unknown registry 'metrics'"):
+        plugins.registry("metrics")

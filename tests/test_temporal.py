@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from hfself import TemporalLoraConfig, TemporalLoraForCausalLM
 from hfself.cli import main as cli_main
-from hfself_plugins.temporal import metrics
+from hfself_plugins.temporal import analysis as metrics
 
 add_recipes_to_path()
 import temporal_lora  # noqa: E402
@@ -180,10 +180,11 @@ def test_recipe_calibrates_the_router_and_the_commands_run(tmp_path):
     assert all(0 <= p["deep_crystallization_ratio"] <= 1 for p in fatigue["per_length"])
     assert (out / "hysteresis_analysis.png").stat().st_size > 0 and (out / "fatigue_analysis.png").exists()
     assert cli_main(["temporal", "route", "--model", str(saved), "--text", "def f(x):\n    return x",
-                     "--plot", str(out / "route.png")]) == 0
+                     "--output_dir", str(out)]) == 0
     assert (out / "route.png").exists()
 
 
+@pytest.mark.slow
 def test_recipe_resumes_each_stage(tmp_path, monkeypatch):
     fast = [a if a != "60" else "6" for a in FAST]
     fast[fast.index("--save_steps") + 1] = "3"
@@ -207,6 +208,7 @@ def test_recipe_resumes_each_stage(tmp_path, monkeypatch):
             assert torch.equal(a, b), n
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_identical(tmp_path):
     fast = [a if a != "60" else "4" for a in FAST]
     ranks = run_two_ranks("ddp_temporal_run.py", [*fast, "--pretrain_steps", "2", "--output_dir", str(tmp_path)],
@@ -273,6 +275,7 @@ def test_a_saved_model_whose_backbone_weights_are_missing_is_refused(tmp_path):
         TemporalLoraForCausalLM.from_pretrained(tmp_path)
 
 
+@pytest.mark.slow
 def test_fsdp2_on_two_cpu_ranks_trains_and_saves_the_gathered_model(tmp_path):
     """fully_shard over the decoder layers and the model (gloo, 2 processes): a sharded step equals the unsharded
     one, and save_pretrained writes the gathered adapters, mixer and backbone (tests/fsdp_temporal_run.py)."""

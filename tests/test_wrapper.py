@@ -7,7 +7,7 @@ import torch
 from tiny_models import sample_ids, tiny_model
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, pipeline
 
-from hfself import IdentityConfig, IdentityForCausalLM, TemporalLoraConfig, TemporalLoraForCausalLM, plugins
+from hfself import IdentityConfig, IdentityForCausalLM, TemporalLoraConfig, TemporalLoraForCausalLM
 from hfself.data import DEFAULT_MODEL
 from hfself.train import load_causal_lm
 
@@ -51,7 +51,6 @@ def test_forward_signature_is_per_model():
 
 
 def test_pipeline_generates_from_a_persona_directory(tmp_path):
-    plugins.get_plugin_manager()  # registers the Auto classes
     base, tok = load_causal_lm(DEFAULT_MODEL)
     persona = _persona(base.eval())
     assert persona.can_generate()
@@ -67,7 +66,6 @@ def test_pipeline_generates_from_a_persona_directory(tmp_path):
 
 @pytest.mark.parametrize("auto", [False, True], ids=["class", "AutoModelForCausalLM"])
 def test_from_pretrained_honours_dtype_device_and_attention(auto, tmp_path):
-    plugins.get_plugin_manager()
     persona = _persona()
     persona.save_pretrained(tmp_path, save_base=True)
     load = AutoModelForCausalLM.from_pretrained if auto else IdentityForCausalLM.from_pretrained

@@ -11,7 +11,7 @@ differ per SAE, so a mode that has only prompts is *discovered* for the runtime'
 ``top_k`` features with the largest mean activation difference (positive − negative prompts)
 get ``+strength`` (or ``−strength`` with ``suppress``). With ``"select": "frequent"`` the
 ``top_k`` features that fire on the most tokens of the ``positive`` prompts are chosen instead
-(the seed's Dream mode boosts high-frequency pattern features).
+(the Dream mode boosts high-frequency pattern features).
 """
 
 from __future__ import annotations

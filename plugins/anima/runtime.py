@@ -152,10 +152,12 @@ class AnimaRuntime:
     def modes(self) -> dict[str, dict]:
         """Every mode with its features for this SAE (discovered once, then read from modes.json)."""
         if self._modes is None:
-            from hfself.plugins import registry
+            from hfself.plugins import registry, registry_kinds
 
             saved = self._saved_modes
-            wanted = {**BUILTIN_MODES, **registry("steering_modes"), **saved}
+            # the built-ins come through the hook too; without the plugin manager (anima not loaded) only they
+            registered = registry("steering_modes") if "steering_modes" in registry_kinds() else BUILTIN_MODES
+            wanted = {**registered, **saved}
             self._modes = {name: _json_ready(mode if "features" in mode else
                                              discover_mode(self.steering, self.tokenizer, mode))
                            for name, mode in wanted.items()}
@@ -172,10 +174,19 @@ class AnimaRuntime:
             persist.save_json(self.state_dir / MODES_FILE, self.modes)
         return mode
 
+    def mode_named(self, name: str) -> str:
+        """The mode called ``name``, matched exactly or else case-insensitively; a ValueError lists the modes."""
+        if name in self.modes:
+            return name
+        matches = [mode for mode in self.modes if mode.casefold() == name.casefold()]
+        if len(matches) != 1:
+            raise ValueError(f"unknown mode {name!r}; modes: {', '.join(sorted(self.modes))}")
+        return matches[0]
+
     def set_mode(self, name: str | None) -> None:
-        """Force a mode (``None``: no mode steering)."""
-        if name is not None and name not in self.modes:
-            raise ValueError(f"unknown mode {name!r}; modes: {sorted(self.modes)}")
+        """Force a mode (``None``: no mode steering); the name is matched case-insensitively."""
+        if name is not None:
+            name = self.mode_named(name)
         self.mode = name
         self.steer_with(None if name is None else mode_vector(self.modes[name], self.sae.cfg.d_sae))
 

@@ -37,7 +37,3 @@ class DreamArguments:
     dream_buffer_size: int = field(default=64, metadata={"help": "Replay buffer capacity (oldest leave first)."})
     dream_replay_ratio: float = field(default=0.25, metadata={
         "help": "Probability that a training example is replaced by a scenario from the buffer."})
-
-    @classmethod
-    def from_run_config(cls, run_config: dict) -> "DreamArguments":
-        return cls(**{k: run_config[k] for k in cls.__dataclass_fields__ if k in run_config})

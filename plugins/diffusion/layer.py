@@ -139,6 +139,11 @@ class DiffusionIdentityBlock(IdentityBlock):
         """(identity_dim,) the identity denoised from this round's noise and the current self-context."""
         return self.denoise(self.noise, self.context)
 
+    @torch.no_grad()
+    def refresh_identity(self) -> None:
+        """Denoise the identity again from the (blended) noise and self-context."""
+        self.identity.copy_(self.latent())
+
     def sample_identities(self, count: int, round_index: int | None = None) -> torch.Tensor:
         """(count, identity_dim) identities from fresh noise (a seeded generator), no state changed."""
         start = int(self.rounds) if round_index is None else round_index

@@ -34,7 +34,7 @@ class EvalCallback(TrainerCallback):
         return self
 
     def measure(self, model, tokenizer, step: int) -> dict:
-        from . import measures
+        from . import analysis
 
         needs_embedder = {"consistency", "persistence", "stability"} & set(self.args.measures)
         if needs_embedder and self._embedder is None:
@@ -45,21 +45,21 @@ class EvalCallback(TrainerCallback):
         model.eval()
         metrics: dict = {}
         if "perplexity" in self.args.measures:
-            p = measures.measure_perplexity(model, tokenizer, self.args)
+            p = analysis.measure_perplexity(model, tokenizer, self.args)
             metrics.update({"persona/perplexity": p["perplexity_persona"], "persona/perplexity_ratio":
                             p["perplexity_ratio"]})
         if "consistency" in self.args.measures:
-            c = measures.measure_consistency(model, tokenizer, self.args, self._embedder)
+            c = analysis.measure_consistency(model, tokenizer, self.args, self._embedder)
             metrics.update({"persona/consistency_lm": c["lm"]["identity_consistency"],
                             "persona/consistency_sentence": c["sentence"]["identity_consistency"]})
         if "persistence" in self.args.measures:
-            s = measures.measure_persistence(model, tokenizer, self.args, self._embedder)
+            s = analysis.measure_persistence(model, tokenizer, self.args, self._embedder)
             metrics["persona/persistence_shift_sentence"] = s["sentence"]["self_persistence_shift"]
         if "stability" in self.args.measures:
-            s = measures.measure_stability(model, tokenizer, self.args, self._embedder)
+            s = analysis.measure_stability(model, tokenizer, self.args, self._embedder)
             metrics.update({f"persona/stability_{k}": v["sentence"]["identity_variance"] for k, v in s.items()})
         if "safety" in self.args.measures:
-            metrics["persona/toxicity_gap"] = measures.measure_safety(model, tokenizer, self.args)["toxicity_gap"]
+            metrics["persona/toxicity_gap"] = analysis.measure_safety(model, tokenizer, self.args)["toxicity_gap"]
         model.train(was_training)
         self.history.append({"step": step, **metrics})
         return metrics

@@ -31,7 +31,7 @@ class EvalArguments:
         "help": "sentence-transformers model (default: offline all-MiniLM-L6-v2)."})
     checkpoints: list[str] | None = field(default=None, metadata={
         "help": "Checkpoint directories for the drift curve (default: checkpoint-* next to the persona)."})
-    output_dir: str = field(default="eval", metadata={"help": "Where eval.json, report.md and the PNGs go."})
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where eval.json, report.md and the PNGs go."})
     seed: int = field(default=0, metadata={"help": "Seed of sampling and perturbations."})
 
     def __post_init__(self):

@@ -1,28 +1,45 @@
-"""Plugin ``identity``: identity-conditioned attention and introspection.
+"""Plugin ``identity``: identity-conditioned attention, introspection and persona blending.
 
-Anatomy: config.py (IdentityConfig), block.py (IdentityBlock, the MLP block),
-layer.py (hooks/folding into Q/K projections), model.py (IdentityForCausalLM),
-callbacks.py (IntrospectionCallback); this module holds the hook implementations.
+Anatomy: config.py (IdentityConfig, IdentityArguments), block.py (IdentityBlock, the MLP block),
+layer.py (hooks/folding into Q/K projections), model.py (IdentityForCausalLM), callbacks.py
+(IntrospectionCallback), blend.py (persona blending, any block), analysis.py (blend sweeps),
+hookspecs.py (``hfself_register_identity_blocks``), cli.py (``hfself identity``); this module
+holds the hook implementations and imports the rest on first use.
 """
 
 from hfself import hookimpl
+from hfself.lazy import lazy_exports
 
-from .block import IdentityBlock
-from .callbacks import IntrospectionArguments, IntrospectionCallback
-from .config import IdentityArguments, IdentityConfig
-from .layer import ExportError, IdentityStackingError
-from .model import IdentityForCausalLM, PersonaMismatchError
+_EXPORTS = {
+    "IdentityArguments": ".config", "IdentityConfig": ".config", "IdentityBlock": ".block",
+    "IntrospectionArguments": ".callbacks", "IntrospectionCallback": ".callbacks",
+    "ExportError": ".layer", "IdentityStackingError": ".layer",
+    "IdentityForCausalLM": ".model", "PersonaMismatchError": ".model",
+    "blend_personas": ".blend", "slerp": ".blend",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["IdentityArguments", "IdentityBlock", "IdentityConfig", "IdentityForCausalLM", "IntrospectionArguments",
-           "ExportError", "IdentityStackingError", "IntrospectionCallback", "PersonaMismatchError"]
+
+@hookimpl
+def hfself_addhooks(pluginmanager):
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
 
 @hookimpl
 def hfself_register_identity_blocks(register):
+    from .block import IdentityBlock
+
     register("mlp", IdentityBlock)
 
 
 @hookimpl
 def hfself_register_models(register):
+    from .config import IdentityConfig
+    from .model import IdentityForCausalLM
+
     register(IdentityConfig, IdentityForCausalLM)
 
 
@@ -31,15 +48,21 @@ def hfself_register_callbacks(register):
     register("introspection", lambda run_config, **kw: _introspection_callback(run_config))
 
 
-def _introspection_callback(run_config: dict) -> IntrospectionCallback:
-    fields = IntrospectionArguments.__dataclass_fields__
-    args = IntrospectionArguments(**{k: run_config[k] for k in fields if k in run_config})
-    return IntrospectionCallback(args, main_lr=run_config.get("learning_rate"))
+def _introspection_callback(run_config: dict):
+    from hfself.args import from_run_config
+
+    from .callbacks import IntrospectionArguments, IntrospectionCallback
+
+    return IntrospectionCallback(from_run_config(IntrospectionArguments, run_config),
+                                 main_lr=run_config.get("learning_rate"))
 
 
 @hookimpl
 def hfself_prepare_model(model, run_config):
     """Wrap the model with an identity built from the run's identity_* keys."""
+    from .config import IdentityArguments
+    from .model import IdentityForCausalLM
+
     if isinstance(model, IdentityForCausalLM):
         return None
     return IdentityForCausalLM.from_base(model, IdentityArguments.config_from(run_config))
@@ -47,8 +70,13 @@ def hfself_prepare_model(model, run_config):
 
 @hookimpl
 def hfself_trainer_callbacks(model, run_config):
-    if not isinstance(model, IdentityForCausalLM) or model.identity_block is None:
-        return []
-    if run_config.get("identity_update_interval", 1) <= 0:
+    if getattr(model, "identity_block", None) is None or run_config.get("identity_update_interval", 1) <= 0:
         return []
     return [_introspection_callback(run_config)]
+
+
+@hookimpl
+def hfself_register_commands(cli):
+    from .cli import register_commands
+
+    register_commands(cli)

@@ -66,6 +66,9 @@ class IdentityBlock(nn.Module):
         """(identity_dim,) the identity latent the soul is made from."""
         return self.identity
 
+    def refresh_identity(self) -> None:
+        """Bring derived state in line after the block's state was replaced (a blend); the MLP block has none."""
+
     def soul(self) -> torch.Tensor:
         """(d_model,) the identity as seen by every layer."""
         return call_whole(self.soul_mlp, _whole(self.latent()))

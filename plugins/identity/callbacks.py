@@ -20,7 +20,7 @@ LOG_FILE = "introspection.jsonl"
 
 @dataclass
 class IntrospectionArguments:
-    """The seed's introspection flags (also recipe YAML keys)."""
+    """The introspection flags (also recipe YAML keys)."""
 
     identity_update_interval: int = field(default=50, metadata={"help": "Optimizer steps between introspection rounds."})
     identity_prompt: str = field(default="Who am I? Where do I want to go?",
@@ -88,7 +88,9 @@ class IntrospectionCallback(TrainerCallback):
             raise ValueError("IntrospectionCallback needs an IdentityForCausalLM with identity enabled")
         return block
 
-    def _ensure_optimizer(self, model, train_args) -> torch.optim.Optimizer:
+    def ensure_optimizer(self, model, train_args=None) -> torch.optim.Optimizer:
+        """The identity optimizer (Adam over the block), made on first use: lr is ``identity_lr`` or
+        0.1 x the main learning rate (``main_lr`` or ``train_args.learning_rate``)."""
         if self.optimizer is None:
             lr = self.args.identity_lr or 0.1 * (self.main_lr or train_args.learning_rate)
             self.optimizer = torch.optim.Adam(self._block(model).parameters(), lr=lr)
@@ -99,7 +101,7 @@ class IntrospectionCallback(TrainerCallback):
     def introspect(self, model, tokenizer, train_args=None, step: int = 0, is_main: bool = True) -> dict:
         """Run one introspection round now; returns the record that is logged."""
         block = self._block(model)
-        optimizer = self._ensure_optimizer(model, train_args)
+        optimizer = self.ensure_optimizer(model, train_args)
         device = next(block.parameters()).device
         was_training = model.training
         model.eval()
@@ -138,7 +140,7 @@ class IntrospectionCallback(TrainerCallback):
     # ------------------------------------------------------------------ TrainerCallback
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._ensure_optimizer(model, args)
+        self.ensure_optimizer(model, args)
         checkpoint = checkpoint_to_restore(args, state, CALLBACK_META)
         if checkpoint is not None:
             self.load_state(checkpoint)

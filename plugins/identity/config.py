@@ -72,6 +72,8 @@ class IdentityConfig(PretrainedConfig):
 import json  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
+from hfself.args import from_run_config  # noqa: E402
+
 
 @dataclass
 class IdentityArguments:
@@ -91,7 +93,7 @@ class IdentityArguments:
 
     @classmethod
     def config_from(cls, run_config: dict) -> IdentityConfig:
-        args = cls(**{k: run_config[k] for k in cls.__dataclass_fields__ if k in run_config})
+        args = from_run_config(cls, run_config)
         block_config = args.identity_block_config
         if isinstance(block_config, str):
             block_config = json.loads(block_config)

@@ -13,9 +13,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
-from hfself.plugins import registry
-from hfself.wrapper import LMWrapper
+from hfself.plugins import registry, registry_kinds
+from hfself.wrapper import LMWrapper, model_card
 
+from .block import IdentityBlock
 from .config import IdentityConfig
 from .layer import IdentityInjector, fold_into_plain_model
 
@@ -31,7 +32,9 @@ class PersonaMismatchError(ValueError):
 
 
 def identity_block_class(name: str):
-    blocks = registry("identity_blocks")
+    """The block class registered as ``name`` (only the built-in MLP block when the identity plugin is not loaded
+    by the plugin manager, e.g. ``HFSELF_LOAD_PLUGINS`` leaves it out)."""
+    blocks = registry("identity_blocks") if "identity_blocks" in registry_kinds() else {"mlp": IdentityBlock}
     if name not in blocks:
         raise ValueError(f"unknown identity block {name!r}; registered: {sorted(blocks)}")
     return blocks[name]
@@ -178,43 +181,25 @@ class IdentityForCausalLM(LMWrapper):
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(out)
         persist.save_json(out / STATE_FILE, {"last_self_description": self.last_self_description})
-        persist.atomic_write_bytes(out / "README.md", self.model_card().encode("utf-8"))
+        persist.atomic_write_bytes(out / "README.md", str(self.model_card()).encode("utf-8"))
         if push_to_hub:
             self.push_to_hub(kwargs.get("repo_id") or out.name, token=kwargs.get("token"), save_base=save_base)
 
-    def model_card(self) -> str:
-        base = self.config.base_model_name_or_path
-        hub_base = base if base and not os.path.isabs(base) and not Path(base).exists() else None
-        meta = ["---", "library_name: hfself", "tags:", "- hfself", "- identity-conditioned-attention"]
-        if hub_base:
-            meta.append(f"base_model: {hub_base}")
-        meta.append("---")
-        desc = self.last_self_description or "(no introspection round has run yet)"
+    def model_card(self):
+        """This persona's ``huggingface_hub.ModelCard`` (written as README.md by ``save_pretrained``)."""
         cfg = self.config
-        body = f"""
-# hfself persona
-
-An identity-conditioned persona trained with [hfself](https://github.com/hfself/hfself): a persistent
-identity latent ({cfg.identity_dim}-d) is turned into a {cfg.base_config.get('hidden_size') if cfg.base_config else '?'}-d
-"soul" vector and projected into the {'Q' if cfg.inject_q else ''}{'/' if cfg.inject_q and cfg.inject_k else ''}{'K' if cfg.inject_k else ''}
-projections of {len(cfg.layers) if cfg.layers else 'all'} attention layers of the base model.
-
-- base model: `{base}`
-- identity block: `{cfg.block}`{f" ({json.dumps(cfg.block_config)})" if cfg.block_config else ""}
-- base weights included: {bool(cfg.base_included)}
-
-## Last self-description
-
-> {desc.strip().replace(chr(10), chr(10) + '> ')}
-
-## Use
-
-```python
-from hfself import IdentityForCausalLM
-model = IdentityForCausalLM.from_pretrained("<this repo or directory>")
-```
-"""
-        return "\n".join(meta) + "\n" + body
+        width = cfg.base_config.get("hidden_size", "?") if cfg.base_config else "?"
+        targets = "/".join(name for name, on in (("Q", cfg.inject_q), ("K", cfg.inject_k)) if on)
+        said = (self.last_self_description or "(no introspection round has run yet)").strip()
+        body = (f"An identity-conditioned persona trained with [hfself](https://github.com/hfself/hfself): a "
+                f"persistent identity latent ({cfg.identity_dim}-d) is turned into a {width}-d \"soul\" vector and "
+                f"projected into the {targets} projections of {len(cfg.layers) if cfg.layers else 'all'} attention "
+                f"layers of the base model.\n\n## Last self-description\n\n> " + said.replace("\n", "\n> "))
+        block = f"`{cfg.block}`" + (f" ({json.dumps(cfg.block_config)})" if cfg.block_config else "")
+        return model_card("hfself persona", cfg.base_model_name_or_path, ["identity-conditioned-attention"],
+                          [f"- identity block: {block}", f"- base weights included: {bool(cfg.base_included)}"],
+                          body, 'from hfself import IdentityForCausalLM\n'
+                                'model = IdentityForCausalLM.from_pretrained("<this repo or directory>")')
 
     # ------------------------------------------------------------------ loading
 

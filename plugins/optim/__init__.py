@@ -2,20 +2,18 @@
 
 Anatomy: config.py (OptimArguments), apollo.py (the APOLLO optimizer),
 groups.py (the parameter-group policy); this module holds the factories and
-the hook implementations.
+the hook implementations, and imports the rest on first use.
 """
 
 from __future__ import annotations
 
-import torch
-
 from hfself import hookimpl
+from hfself.lazy import lazy_exports
 
-from .apollo import Apollo
-from .config import OptimArguments
-from .groups import classify_parameters, parameter_groups
-
-__all__ = ["Apollo", "OptimArguments", "build_optimizer", "classify_parameters", "parameter_groups"]
+_EXPORTS = {"Apollo": ".apollo", "OptimArguments": ".config", "classify_parameters": ".groups",
+            "parameter_groups": ".groups"}
+__all__ = sorted([*_EXPORTS, "VARIANTS", "build_optimizer"])
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 # name -> APOLLO options (None: plain AdamW); rank/scale may be overridden by OptimArguments.
 VARIANTS = {
@@ -25,7 +23,7 @@ VARIANTS = {
 }
 
 
-def build_optimizer(name: str, model, training_args=None, run_config: dict | None = None) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model, training_args=None, run_config: dict | None = None):
     """Build optimizer ``name`` for ``model`` with the group policy of groups.py.
 
     ``training_args`` gives learning_rate, weight_decay, adam_beta1/2 and
@@ -33,9 +31,17 @@ def build_optimizer(name: str, model, training_args=None, run_config: dict | Non
     ``run_config`` may hold OptimArguments keys. The group summary is kept on
     ``optimizer.hfself_groups``.
     """
+    import torch
+
+    from hfself.args import from_run_config
+
+    from .apollo import Apollo
+    from .config import OptimArguments
+    from .groups import parameter_groups
+
     if name not in VARIANTS:
         raise ValueError(f"unknown optimizer {name!r}; the optim plugin has {sorted(VARIANTS)}")
-    opts = OptimArguments.from_run_config(run_config or {})
+    opts = from_run_config(OptimArguments, run_config or {})
     lr = getattr(training_args, "learning_rate", 1e-3)
     weight_decay = getattr(training_args, "weight_decay", 0.0)
     betas = (getattr(training_args, "adam_beta1", 0.9), getattr(training_args, "adam_beta2", 0.999))

@@ -8,7 +8,11 @@ the update's norm may grow (Fira's norm-growth limiter). Memory per matrix:
 2·r·max(m, n) instead of Adam's 2·m·n.
 
 Groups without ``rank`` (biases, norms, embeddings, identity parameters) get
-plain AdamW in the same optimizer, so one state_dict holds everything. The
+plain AdamW in the same optimizer, so one state_dict holds everything; so do the
+parameters of a ranked group that are not matrices. That makes a plain Trainer
+work with ``optimizer_cls_and_kwargs=(Apollo, {"lr": 1e-3, "rank": 256})``:
+its two groups (decay, no decay) hold every parameter, and only the 2-D ones
+are projected. The
 projection is never stored: it is regenerated from an integer seed kept in the
 state, re-drawn every ``update_proj_gap`` steps from (seed, parameter index,
 refresh count), so it is the same on every rank and after a resume.
@@ -25,7 +29,7 @@ from torch.optim import Optimizer
 class Apollo(Optimizer):
     """AdamW with APOLLO gradient scaling on groups that set ``rank``.
 
-    Group options (defaults in brackets): ``rank`` [None: plain AdamW],
+    Group options (defaults in brackets): ``rank`` [None: plain AdamW; matrices only],
     ``scale_type`` ["channel" | "tensor"], ``scale`` [1.0; the update is
     multiplied by sqrt(scale), the paper uses 128 for APOLLO-Mini],
     ``update_proj_gap`` [200], ``norm_growth_limit`` [1.01; 0 disables].
@@ -46,11 +50,6 @@ class Apollo(Optimizer):
                         scale_type=scale_type, scale=scale, update_proj_gap=update_proj_gap,
                         norm_growth_limit=norm_growth_limit, seed=seed)
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            if group["rank"] is not None:
-                bad = [tuple(p.shape) for p in group["params"] if p.dim() != 2]
-                if bad:
-                    raise ValueError(f"Apollo groups with a rank take 2-D matrices only; got shapes {bad}")
 
     # ------------------------------------------------------------------ projection
 
@@ -89,15 +88,16 @@ class Apollo(Optimizer):
                     raise RuntimeError("Apollo does not support sparse gradients")
                 grad = p.grad.float()
                 state = self.state[p]
+                projected = group["rank"] is not None and grad.dim() == 2  # other shapes: plain AdamW
                 if not state:
                     state["step"] = torch.tensor(0.0)
-                    if group["rank"] is not None:
+                    if projected:
                         state["proj_seed"] = self._projection_seed(group, index, 0)
                         state["update_norm"] = torch.tensor(0.0)
                 state["step"] += 1
                 step = int(state["step"].item())
 
-                if group["rank"] is not None:
+                if projected:
                     rank = min(group["rank"], *grad.shape)
                     if (step - 1) % group["update_proj_gap"] == 0:
                         state["proj_seed"] = self._projection_seed(group, index, (step - 1) // group["update_proj_gap"])
@@ -115,7 +115,7 @@ class Apollo(Optimizer):
                 bias1, bias2 = 1 - beta1**step, 1 - beta2**step
                 normalized = (exp_avg / bias1) / ((exp_avg_sq / bias2).sqrt() + group["eps"])
 
-                if group["rank"] is not None:
+                if projected:
                     update = grad * self._scaling(normalized, moment_input, grad.shape, group["scale_type"])
                     update = self._limit_growth(update, state, group["norm_growth_limit"])
                     update = update * math.sqrt(group["scale"])

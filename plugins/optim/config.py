@@ -22,7 +22,3 @@ class OptimArguments:
     apollo_seed: int = field(default=0, metadata={"help": "Seed of the random projections."})
     identity_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the identity block's own group (default: learning_rate)."})
-
-    @classmethod
-    def from_run_config(cls, run_config: dict) -> "OptimArguments":
-        return cls(**{k: run_config[k] for k in cls.__dataclass_fields__ if k in run_config})

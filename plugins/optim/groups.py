@@ -5,8 +5,8 @@ Trainable parameters only, in four groups:
 - ``apollo``: Linear/Conv1D weight matrices (peft LoRA A/B included), the
   output head excepted; or every 2-D parameter with ``apollo_modules: all_2d``.
   With ``adamw`` this group is simply "matrices with weight decay".
-- ``decay``: other parameters with 2+ dimensions (embeddings): AdamW with weight decay.
-- ``no_decay``: biases and norm weights: AdamW without weight decay.
+- ``decay``: the other parameters Trainer decays (embeddings, ...): AdamW with weight decay.
+- ``no_decay``: biases and norm weights (``Trainer.get_decay_parameter_names``): AdamW without weight decay.
 - ``identity``: the identity block of an ``IdentityForCausalLM``: AdamW, no
   weight decay, its own learning rate.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from torch import nn
+from transformers import Trainer
 from transformers.pytorch_utils import Conv1D
 
 from hfself.arch import unwrap_model
@@ -34,6 +35,7 @@ def classify_parameters(model: nn.Module, apollo_modules: str = "linear") -> dic
     head = unwrap_model(model).get_output_embeddings()
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     matrix_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, Conv1D))}
+    decay_names = set(Trainer.get_decay_parameter_names(None, model))  # Trainer's own rule (it never reads self)
 
     groups: dict[str, list] = {name: [] for name in GROUP_ORDER}
     for name, param in model.named_parameters():
@@ -41,7 +43,7 @@ def classify_parameters(model: nn.Module, apollo_modules: str = "linear") -> dic
             continue
         if id(param) in identity_ids:
             groups["identity"].append((name, param))
-        elif param.dim() < 2:
+        elif name not in decay_names:  # biases and norms
             groups["no_decay"].append((name, param))
         elif param.dim() == 2 and (apollo_modules == "all_2d" or (id(param) in matrix_ids
                                                                   and id(param) not in head_ids)):

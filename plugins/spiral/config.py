@@ -9,7 +9,7 @@ from transformers import PretrainedConfig
 from .codec import VOCAB
 
 PHASES = ("inhale", "hold", "exhale", "pause")
-MODEL_SIZES = {  # named sizes, like the seed's spiralformer_parameters.yml
+MODEL_SIZES = {  # named model sizes
     "tiny": dict(d_model=64, n_layers=2, n_heads=4),
     "small": dict(d_model=128, n_layers=4, n_heads=4),
     "base": dict(d_model=256, n_layers=6, n_heads=8),

@@ -1,88 +1,30 @@
 """Plugin ``temporal``: Temporal LoRA, domain adapters on a frozen backbone with a per-token time mixer.
 
-Anatomy: config.py (TemporalLoraConfig), layer.py (TimeMixer, TokenMixing),
-model.py (TemporalLoraForCausalLM); this module holds the hook implementations.
+Anatomy: config.py (TemporalLoraConfig), layer.py (TimeMixer, TokenMixing), model.py
+(TemporalLoraForCausalLM), analysis.py (router metrics; accuracy, hysteresis and fatigue
+experiments), cli.py (``hfself temporal``); this module holds the hook implementations and
+imports the rest on first use.
 """
 
 from hfself import hookimpl
+from hfself.lazy import lazy_exports
 
-from .config import TemporalLoraConfig
-from .layer import TimeMixer, TokenMixing
-from .model import TemporalLoraForCausalLM
-
-__all__ = ["TemporalLoraConfig", "TemporalLoraForCausalLM", "TimeMixer", "TokenMixing"]
+_EXPORTS = {"TemporalLoraConfig": ".config", "TimeMixer": ".layer", "TokenMixing": ".layer",
+            "TemporalLoraForCausalLM": ".model"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 @hookimpl
 def hfself_register_models(register):
+    from .config import TemporalLoraConfig
+    from .model import TemporalLoraForCausalLM
+
     register(TemporalLoraConfig, TemporalLoraForCausalLM)
 
 
 @hookimpl
 def hfself_register_commands(cli):
-    temporal = cli.add_parser("temporal", help="Temporal LoRA analysis").add_subparsers(dest="temporal_command")
-    p = temporal.add_parser("route", help="per-token routing weights of a text (JSON; --plot for a PNG)")
-    p.add_argument("--model", required=True, help="a saved TemporalLoraForCausalLM (directory or Hub id)")
-    p.add_argument("--text", help="the text (default: a held-out Shakespeare block then a Python block)")
-    p.add_argument("--plot", help="write the stacked weights to this PNG")
-    p.set_defaults(func=_cmd_route)
-    for name, helptext in (("hysteresis", "A→B→A and A→Mix→A: switch lag, return gap, asymmetry"),
-                           ("fatigue", "vary the B block length: crystallization, relaxation, Pearson r")):
-        p = temporal.add_parser(name, help=f"{helptext} (JSON + PNG)")
-        p.add_argument("--model", required=True, help="a saved TemporalLoraForCausalLM (directory or Hub id)")
-        p.add_argument("--corpora", nargs=2, help="corpora of domains A and B (default: the model's first two "
-                                                  "domains as corpus names)")
-        p.add_argument("--output_dir", default=".", help="where the JSON and PNG go")
-        p.add_argument("--trials", type=int, default=4)
-        p.add_argument("--seed", type=int, default=0)
-        if name == "hysteresis":
-            p.add_argument("--segment", type=int, default=64, help="tokens per segment")
-            p.add_argument("--k", type=int, default=3, help="consecutive tokens above 0.9 that complete a switch")
-        else:
-            p.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128, 256])
-        p.set_defaults(func=_cmd_experiment, experiment=name)
+    from .cli import register_commands
 
-
-def _load(path):
-    from transformers import AutoTokenizer
-
-    model = TemporalLoraForCausalLM.from_pretrained(path)
-    return model, AutoTokenizer.from_pretrained(path)
-
-
-def _cmd_route(args) -> int:
-    import json
-
-    import torch
-
-    from .experiments import TokenSource, plot_routing
-
-    model, tokenizer = _load(args.model)
-    if args.text:
-        ids = tokenizer(args.text, add_special_tokens=False)["input_ids"]
-    else:
-        ids = sum((TokenSource(tokenizer, d, seed=i).block(32) for i, d in enumerate(model.domains[:2])), [])
-    with torch.no_grad():
-        weights = model.routing(torch.tensor([ids]))[0]
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    print(json.dumps({"domains": model.domains, "tokens": tokens, "weights": weights.tolist()}))
-    if args.plot:
-        plot_routing(tokens, weights, model.domains, args.plot)
-    return 0
-
-
-def _cmd_experiment(args) -> int:
-    import json
-
-    from . import experiments
-
-    model, tokenizer = _load(args.model)
-    corpora = tuple(args.corpora or model.domains[:2])
-    if args.experiment == "hysteresis":
-        result = experiments.hysteresis(model, tokenizer, corpora, segment=args.segment, k=args.k,
-                                        trials=args.trials, seed=args.seed, out_dir=args.output_dir)
-    else:
-        result = experiments.fatigue(model, tokenizer, corpora, lengths=tuple(args.lengths), trials=args.trials,
-                                     seed=args.seed, out_dir=args.output_dir)
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
-    return 0
+    register_commands(cli)

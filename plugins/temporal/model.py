@@ -14,7 +14,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
-from hfself.wrapper import LMWrapper
+from hfself.wrapper import LMWrapper, model_card
 
 from .config import TemporalLoraConfig
 from .layer import TimeMixer, TokenMixing
@@ -255,30 +255,21 @@ class TemporalLoraForCausalLM(LMWrapper):
             weights = {k[len(prefix):].replace(".base_layer.", "."): v for k, v in own.items()
                        if k.startswith(prefix) and "lora_" not in k}
             persist.save_tensors(out / BASE_WEIGHTS, persist.dedupe_shared(weights), metadata={"format": "pt"})
-        persist.atomic_write_bytes(out / "README.md", self.model_card().encode())
+        persist.atomic_write_bytes(out / "README.md", str(self.model_card()).encode("utf-8"))
 
-    def model_card(self) -> str:
+    def model_card(self):
+        """This model's ``huggingface_hub.ModelCard`` (written as README.md by ``save_pretrained``)."""
         cfg = self.config
-        base = cfg.base_model_name_or_path
-        hub_base = base if base and not os.path.isabs(base) and not Path(base).exists() else None
-        meta = ["---", "library_name: hfself", "tags:", "- hfself", "- temporal-lora", "- lora"]
-        meta += [f"base_model: {hub_base}"] if hub_base else []
-        return "\n".join(meta + ["---", ""]) + f"""
-# hfself temporal LoRA
-
-A frozen backbone with one LoRA adapter per domain and a time mixer that routes every token
-([hfself](https://github.com/hfself/hfself)).
-
-- base model: `{base}` (weights included: {bool(cfg.base_included)})
-- domains (router order): {", ".join(f"`{d}`" for d in cfg.domains)}
-- LoRA: r={cfg.lora_r}, alpha={cfg.lora_alpha}, on layers {cfg.router_layer}+; the mixer reads the residual stream
-  entering layer {cfg.router_layer}
-
-```python
-from hfself import TemporalLoraForCausalLM
-model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")
-```
-"""
+        return model_card(
+            "hfself temporal LoRA", cfg.base_model_name_or_path, ["temporal-lora", "lora"],
+            [f"- base weights included: {bool(cfg.base_included)}",
+             f"- domains (router order): {', '.join(f'`{d}`' for d in cfg.domains)}",
+             f"- LoRA: r={cfg.lora_r}, alpha={cfg.lora_alpha}, on layers {cfg.router_layer}+; the mixer reads the "
+             f"residual stream entering layer {cfg.router_layer}"],
+            "A frozen backbone with one LoRA adapter per domain and a time mixer that routes every token "
+            "([hfself](https://github.com/hfself/hfself)).",
+            'from hfself import TemporalLoraForCausalLM\n'
+            'model = TemporalLoraForCausalLM.from_pretrained("<this repo or directory>")')
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, base_model: nn.Module | None = None,

@@ -1,4 +1,4 @@
-"""Blending two saved personas in the identity latent (slerp or lerp) and generating with the blend."""
+"""Blending two saved personas in the identity latent (slerp or lerp), for any Identity Block."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import os
 import torch
 
 from hfself import persist
-from hfself_plugins.identity import IdentityForCausalLM, PersonaMismatchError
 
-from .layer import DiffusionIdentityBlock
+from .model import IdentityForCausalLM, PersonaMismatchError
 
 METHODS = ("slerp", "lerp")
 
@@ -71,9 +70,7 @@ def apply_blend(model: IdentityForCausalLM, state_a: dict, state_b: dict, alpha:
     """Load the blend of two block states into ``model``'s identity block (in place)."""
     block = model.identity_block
     block.load_state_dict(blend_block_state(state_a, state_b, alpha, block.latent_state_keys, method))
-    if isinstance(block, DiffusionIdentityBlock):  # the identity is denoised again from the blended noise
-        with torch.no_grad():
-            block.identity.copy_(block.latent())
+    block.refresh_identity()
     return model
 
 

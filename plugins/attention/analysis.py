@@ -159,8 +159,9 @@ def plot_span(before: dict, after: dict, span: str, path: Path) -> None:
                                  dict(cmap="coolwarm", vmin=-(a - b).abs().max().item(),
                                       vmax=(a - b).abs().max().item()))):
         im = ax.imshow(data.numpy(), aspect="auto", **kw)
-        ax.set_title(f"{span}: {title}")
-        ax.set_xlabel("head")
-        ax.set_ylabel("layer")
-        fig.colorbar(im, ax=ax)
+        layers, heads = data.shape
+        ax.set_yticks(range(layers))  # integer ticks: one row per layer, one column per head
+        ax.set_xticks(range(heads))
+        ax.set(title=f"{span}: {title}", xlabel="head", ylabel="layer")
+        fig.colorbar(im, ax=ax, label="attention mass" if "−" not in title else "change in attention mass")
     save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""The seed's three research questions, each a function writing JSON + PNG (``hfself anima research …``).
+"""Anima's three research questions, each a function writing JSON + PNG (``hfself anima research …``).
 
 * vector stability: a mode learned from one context, applied in and out of that context;
 * negative-steering efficiency: target features under SAE suppression vs an instruction not to;
@@ -131,7 +131,7 @@ def write(result: dict, name: str, out_dir: str | Path) -> dict[str, Path]:
         ax.plot(result["cos_to_first"], "o-", label="cos to the first self_model")
         ax.plot(range(1, len(result["step_distance"]) + 1), result["step_distance"], "s-",
                 label="1 − cos to the previous one")
-        ax.set(xlabel="sleep cycle", title=f"self_model drift: {result['verdict']}")
+        ax.set(xlabel="sleep cycle", ylabel="cosine / distance", title=f"self_model drift: {result['verdict']}")
         ax.legend()
     save_figure(fig, files["plot"])
     return files

@@ -8,6 +8,7 @@ TowerMemory for a resonant painting; each response is painted into the tower aft
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 
@@ -121,4 +122,5 @@ def table(result: dict) -> str:
 
 
 def write(result: dict, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     persist.save_json(path, result)

@@ -1,22 +1,91 @@
-"""Routing experiments on a trained TemporalLoraForCausalLM: accuracy, hysteresis, fatigue (JSON + PNG).
+"""Routing analysis of a trained TemporalLoraForCausalLM: the router-dynamics metrics, and the
+accuracy, hysteresis and fatigue experiments built on them (JSON + PNG).
 
-Texts come from the domains' corpora (``hfself.data.corpus_text``), held-out
+Metrics act on a weight sequence w (T, E): rows are tokens, columns domains, rows sum to 1
+(t counts tokens from the start of the segment in question, from 0):
+
+- ``switch_lag(w, d, threshold=0.9, k=3)``: the smallest t such that
+  w[t + j, d] > threshold for j = 0..k-1; ``len(w)`` if that never happens
+  (censored: the switch did not complete inside the segment; experiments report
+  the share of censored trials next to each mean).
+- ``return_gap(a1, a2)``: how differently the router behaves on a second
+  visit to domain A. Three distances between the first (a1) and second (a2)
+  A segments: ``cosine``: 1 − cos(mean a1, mean a2); ``euclidean``: the mean
+  over t < min(len) of ‖a1[t] − a2[t]‖₂; ``dtw``: dynamic-time-warping cost
+  with ‖·‖₂ steps, divided by len(a1) + len(a2).
+- ``switching_asymmetry = switch_lag(A→B) − switch_lag(B→A)``: positive when
+  leaving A is slower than returning to it.
+- ``deep_crystallization_ratio(w, d, 0.95)``: the share of tokens with w[t, d] > 0.95.
+- ``relax_time(w, d, 0.99)``: the first t with w[t, d] > 0.99 (``len(w)`` if none).
+- ``tail_area(w, d, 32)``: Σ_{t < 32} (1 − w[t, d]).
+
+Experiment texts come from the domains' corpora (``hfself.data.corpus_text``), held-out
 part only (the last 10%, which the recipe never trains on). Every sequence is
 built from token blocks, so segment boundaries are known exactly.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
 import torch
 
 from hfself import persist
-from hfself.plotting import pyplot, save_figure
 from hfself.data import corpus_text
+from hfself.plotting import pyplot, save_figure
 
-from . import metrics
+
+def switch_lag(w: torch.Tensor, domain: int, threshold: float = 0.9, k: int = 3) -> int:
+    above = (w[:, domain] > threshold).tolist()
+    run = 0
+    for t, flag in enumerate(above):
+        run = run + 1 if flag else 0
+        if run == k:
+            return t - k + 1
+    return len(above)
+
+
+def dtw(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Dynamic time warping between (n, E) and (m, E) with euclidean steps, normalized by n + m."""
+    cost = torch.cdist(a.float(), b.float())  # (n, m)
+    n, m = cost.shape
+    acc = torch.full((n + 1, m + 1), math.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            acc[i, j] = cost[i - 1, j - 1] + min(acc[i - 1, j], acc[i, j - 1], acc[i - 1, j - 1])
+    return (acc[n, m] / (n + m)).item()
+
+
+def return_gap(first: torch.Tensor, second: torch.Tensor) -> dict[str, float]:
+    n = min(len(first), len(second))
+    cosine = torch.nn.functional.cosine_similarity(first.float().mean(0), second.float().mean(0), dim=0).item()
+    return {"cosine": 1.0 - cosine, "euclidean": (first[:n] - second[:n]).float().norm(dim=-1).mean().item(),
+            "dtw": dtw(first, second)}
+
+
+def deep_crystallization_ratio(w: torch.Tensor, domain: int, threshold: float = 0.95) -> float:
+    return (w[:, domain] > threshold).float().mean().item()
+
+
+def relax_time(w: torch.Tensor, domain: int, threshold: float = 0.99) -> int:
+    above = (w[:, domain] > threshold).nonzero()
+    return int(above[0, 0]) if len(above) else len(w)
+
+
+def tail_area(w: torch.Tensor, domain: int, length: int = 32) -> float:
+    return (1 - w[:length, domain]).sum().item()
+
+
+def pearson(x: list[float], y: list[float]) -> float | None:
+    """Pearson correlation (None when either side is constant, e.g. every value censored)."""
+    tx, ty = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    tx, ty = tx - tx.mean(), ty - ty.mean()
+    denom = tx.norm() * ty.norm()
+    return (tx @ ty / denom).item() if denom > 0 else None
+
 
 HELD_OUT = 0.9  # the recipe trains on text before this fraction of each corpus
 
@@ -93,11 +162,11 @@ def hysteresis(model, tokenizer, corpora: tuple[str, str], segment: int = 64, mi
         w_ama = weights_of(model, a1 + mix + a2)
         s = segment
         runs.append({
-            "switch_lag_a_to_b": metrics.switch_lag(w_aba[s:2 * s], 1, k=k),
-            "switch_lag_b_to_a": metrics.switch_lag(w_aba[2 * s:], 0, k=k),
-            "return_gap_aba": metrics.return_gap(w_aba[:s], w_aba[2 * s:]),
-            "return_gap_amixa": metrics.return_gap(w_ama[:s], w_ama[2 * s:]),
-            "switch_lag_mix_to_a": metrics.switch_lag(w_ama[2 * s:], 0, k=k),
+            "switch_lag_a_to_b": switch_lag(w_aba[s:2 * s], 1, k=k),
+            "switch_lag_b_to_a": switch_lag(w_aba[2 * s:], 0, k=k),
+            "return_gap_aba": return_gap(w_aba[:s], w_aba[2 * s:]),
+            "return_gap_amixa": return_gap(w_ama[:s], w_ama[2 * s:]),
+            "switch_lag_mix_to_a": switch_lag(w_ama[2 * s:], 0, k=k),
         })
         example = example or {"aba": w_aba, "amixa": w_ama}
     result = {"domains": list(corpora), "segment_tokens": segment, "k": k, "trials": trials,
@@ -128,18 +197,18 @@ def fatigue(model, tokenizer, corpora: tuple[str, str], lengths=(16, 32, 64, 128
         for _ in range(trials):
             w = weights_of(model, a_src.block(lead) + b_src.block(length) + a_src.block(tail))
             back = w[lead + length:]
-            rows.append({"deep_crystallization_ratio": metrics.deep_crystallization_ratio(w[lead:lead + length], 1),
-                         "relax_time_0.99": metrics.relax_time(back, 0, 0.99),
-                         "tail_area_32": metrics.tail_area(back, 0, 32)})
+            rows.append({"deep_crystallization_ratio": deep_crystallization_ratio(w[lead:lead + length], 1),
+                         "relax_time_0.99": relax_time(back, 0, 0.99),
+                         "tail_area_32": tail_area(back, 0, 32)})
             curves.setdefault(length, back[:, 0].tolist())
         per_length.append({"length": length, **{m: _mean(r[m] for r in rows) for m in rows[0]},
                            "relax_time_censored_share": _mean(r["relax_time_0.99"] >= tail for r in rows)})
     lens = [p["length"] for p in per_length]
     result = {"domains": list(corpora), "lead": lead, "tail": tail, "trials": trials, "per_length": per_length,
-              "pearson_length_vs_crystallization": metrics.pearson(
+              "pearson_length_vs_crystallization": pearson(
                   lens, [p["deep_crystallization_ratio"] for p in per_length]),
-              "pearson_length_vs_relax_time": metrics.pearson(lens, [p["relax_time_0.99"] for p in per_length]),
-              "pearson_length_vs_tail_area": metrics.pearson(lens, [p["tail_area_32"] for p in per_length])}
+              "pearson_length_vs_relax_time": pearson(lens, [p["relax_time_0.99"] for p in per_length]),
+              "pearson_length_vs_tail_area": pearson(lens, [p["tail_area_32"] for p in per_length])}
     if out_dir is not None:
         out = Path(out_dir)
         persist.save_json(out / "fatigue_results.json", result)
@@ -147,16 +216,24 @@ def fatigue(model, tokenizer, corpora: tuple[str, str], lengths=(16, 32, 64, 128
     return result
 
 
-def plot_routing(tokens: list[str], weights: torch.Tensor, domains: list[str], path: str | Path) -> None:
-    """Stacked per-token routing weights over a text."""
+def token_labels(tokenizer, ids: list[int], width: int = 8) -> list[str]:
+    """Readable tick labels: each token decoded alone, whitespace shown (␣ space, ⏎ newline, → tab), clipped."""
+    labels = []
+    for token_id in ids:
+        text = tokenizer.decode([token_id]).replace(" ", "␣").replace("\n", "⏎").replace("\t", "→")
+        labels.append(text if len(text) <= width else text[:width - 1] + "…")
+    return labels
+
+
+def plot_routing(tokenizer, ids: list[int], weights: torch.Tensor, domains: list[str], path: str | Path) -> None:
+    """Stacked per-token routing weights (T, E) over a text, with the decoded tokens as ticks."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(max(6, len(tokens) * 0.18), 3))
-    ax.stackplot(range(len(tokens)), weights.T.numpy(), labels=domains, alpha=0.8)
-    if len(tokens) <= 120:
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("routing weight")
-    ax.legend(loc="upper right")
+    fig, ax = plt.subplots(figsize=(min(24, max(6, len(ids) * 0.18)), 3.4))
+    ax.stackplot(range(len(ids)), weights.T.numpy(), labels=domains, alpha=0.8)
+    if len(ids) <= 160:
+        ax.set_xticks(range(len(ids)), token_labels(tokenizer, ids), rotation=90, fontsize=6)
+    ax.set(xlim=(0, max(1, len(ids) - 1)), ylim=(0, 1), xlabel="token", ylabel="routing weight")
+    ax.legend(loc="upper right", title="domain", fontsize=8)
     save_figure(fig, path)
 
 
@@ -175,9 +252,8 @@ def _plot_hysteresis(example: dict, segment: int, corpora, path: Path) -> None:
     for ax, key, middle in ((axes[0], "aba", corpora[1]), (axes[1], "amixa", "mix")):
         ax.plot(example[key][:, 0].numpy(), label=f"w[{corpora[0]}]")
         ax.axvspan(segment, 2 * segment, color="orange", alpha=0.15, label=middle)
-        ax.axhline(0.9, color="grey", lw=0.8, ls="--")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{corpora[0]} → {middle} → {corpora[0]}")
+        ax.axhline(0.9, color="grey", lw=0.8, ls="--", label="0.9 (switched)")
+        ax.set(ylim=(-0.02, 1.02), ylabel="routing weight", title=f"{corpora[0]} → {middle} → {corpora[0]}")
         ax.legend(loc="lower left", fontsize=8)
     axes[1].set_xlabel("token")
     save_figure(fig, path)
@@ -188,14 +264,20 @@ def _plot_fatigue(result: dict, curves: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for length, curve in curves.items():
         axes[0].plot(curve, label=f"B = {length}")
-    axes[0].axhline(0.99, color="grey", lw=0.8, ls="--")
-    axes[0].set(title=f"w[{result['domains'][0]}] after the return", xlabel="tokens after the return", ylim=(-0.02, 1.02))
+    axes[0].axhline(0.99, color="grey", lw=0.8, ls="--", label="0.99 (relaxed)")
+    axes[0].set(title=f"w[{result['domains'][0]}] after the return", xlabel="tokens after the return",
+                ylabel="routing weight", ylim=(-0.02, 1.02))
     axes[0].legend(fontsize=8)
     lens = [p["length"] for p in result["per_length"]]
-    axes[1].plot(lens, [p["deep_crystallization_ratio"] for p in result["per_length"]], "o-", label="crystallization")
+    crystal = axes[1].plot(lens, [p["deep_crystallization_ratio"] for p in result["per_length"]], "o-",
+                           label="deep crystallization ratio")
     ax2 = axes[1].twinx()
-    ax2.plot(lens, [p["relax_time_0.99"] for p in result["per_length"]], "s--", color="C3", label="relax time 0.99")
+    relax = ax2.plot(lens, [p["relax_time_0.99"] for p in result["per_length"]], "s--", color="C3",
+                     label="relax time 0.99 (tokens)")
     axes[1].set(xscale="log", xlabel="B block length (tokens)", ylabel="deep crystallization ratio",
                 title=f"r(length, crystallization) = {_fmt(result['pearson_length_vs_crystallization'])}")
+    axes[1].set_xticks(lens, [str(n) for n in lens])
+    axes[1].minorticks_off()
     ax2.set_ylabel("relax time (tokens)")
+    axes[1].legend(crystal + relax, [line.get_label() for line in crystal + relax], fontsize=8, loc="best")
     save_figure(fig, path)

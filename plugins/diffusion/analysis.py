@@ -1,4 +1,4 @@
-"""Measures of introspection rounds (any Identity Block) and of persona blends, as JSON and PNG.
+"""Measures of introspection rounds (any Identity Block), as JSON and PNG.
 
 * diversity: mean pairwise cosine distance of the souls of successive rounds
   (local evaluate module ``identity_diversity``); near 0 means the rounds collapsed.
@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 
 from hfself import persist
 from hfself.plotting import pyplot, save_figure
-from hfself_plugins.evals.measures import generate, load_metric, perturb
+from hfself.text import perturb
+from hfself_plugins.evals import load_metric
 from hfself_plugins.identity import IdentityForCausalLM, IntrospectionArguments, IntrospectionCallback
-
-from .model import apply_blend, load_pair
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -61,7 +60,7 @@ def measure_introspection(persona: IdentityForCausalLM, tokenizer, rounds: int =
     if args.identity_lr is None:  # no Trainer here to take 0.1 x learning_rate from
         args = dataclasses.replace(args, identity_lr=2e-4)
     callback = IntrospectionCallback(args)
-    callback._ensure_optimizer(persona, None)
+    callback.ensure_optimizer(persona)
     block, was_training = persona.identity_block, persona.training
     persona.eval()
     start = _Snapshot(persona, callback)
@@ -105,27 +104,6 @@ def measure_introspection(persona: IdentityForCausalLM, tokenizer, rounds: int =
             "pairwise_distance": (1 - unit @ unit.T).tolist(), "texts": texts}
 
 
-def blend_sweep(persona_a: str, persona_b: str, alphas: list[float], tokenizer, method: str = "slerp",
-                prompt: str = "Who am I? Where do I want to go?", max_new_tokens: int = 32, seed: int = 0) -> dict:
-    """Blend A→B at each alpha: the soul's cosine to A's and B's, and a generation from the blend."""
-    model, state_a, state_b = load_pair(persona_a, persona_b)
-    model.eval()
-    souls = {}
-    for name, state in (("a", state_a), ("b", state_b)):
-        apply_blend(model, state, state, 0.0, method)
-        with torch.no_grad():
-            souls[name] = model.identity_block.soul().float()
-    points = []
-    for alpha in tqdm(alphas, desc=f"blend ({method})"):
-        apply_blend(model, state_a, state_b, alpha, method)
-        with torch.no_grad():
-            soul = model.identity_block.soul().float()
-        cos = {k: torch.nn.functional.cosine_similarity(soul, v, dim=-1).item() for k, v in souls.items()}
-        text = generate(model, tokenizer, [prompt], max_new_tokens, seed=seed)[0]
-        points.append({"alpha": alpha, "cos_to_a": cos["a"], "cos_to_b": cos["b"], "text": text})
-    return {"a": str(persona_a), "b": str(persona_b), "method": method, "prompt": prompt, "points": points}
-
-
 def write_introspection(result: dict, out_dir: str | Path) -> dict[str, Path]:
     """introspection.json and a heatmap of pairwise distances between round identities."""
     out = Path(out_dir)
@@ -138,23 +116,6 @@ def write_introspection(result: dict, out_dir: str | Path) -> dict[str, Path]:
                       cmap="viridis")
     ax.set(xlabel="round", ylabel="round", title=f"{result['block']}: 1 − cos between round identities\n"
                                                  f"diversity {result['diversity']['identity_diversity']:.3f}")
-    fig.colorbar(image, ax=ax)
-    save_figure(fig, files["plot"])
-    return files
-
-
-def write_blend(result: dict, out_dir: str | Path) -> dict[str, Path]:
-    """blend.json and the cosine-to-A/B curve over alpha."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "blend.json", "plot": out / "blend.png"}
-    persist.save_json(files["json"], result)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    alphas = [p["alpha"] for p in result["points"]]
-    ax.plot(alphas, [p["cos_to_a"] for p in result["points"]], "o-", label="cos(soul, A)")
-    ax.plot(alphas, [p["cos_to_b"] for p in result["points"]], "s-", label="cos(soul, B)")
-    ax.set(xlabel="alpha (0 = A, 1 = B)", ylabel="cosine", title=f"persona blend ({result['method']})")
-    ax.legend()
+    fig.colorbar(image, ax=ax, label="1 − cos")
     save_figure(fig, files["plot"])
     return files
