@@ -36,7 +36,7 @@ def hfself_addhooks(pluginmanager: pluggy.PluginManager) -> None:
     """Add a plugin's own hookspecs (what other plugins may implement for it).
 
     :param pluginmanager: the hfself plugin manager; call
-        ``pluginmanager.add_hookspecs(my_hookspecs_module)``. A spec named
+        ``hfself.plugins.add_hookspecs(pluginmanager, my_hookspecs_module)``. A spec named
         ``hfself_register_<kind>`` makes ``hfself.plugins.registry("<kind>")``
         available, with the core's validation and duplicate checks.
     :return: nothing.

@@ -98,6 +98,15 @@ def _drop_unverified(pm: pluggy.PluginManager) -> None:
             _skip(pm, pm.get_name(err.plugin), err)
 
 
+def add_hookspecs(pluginmanager: pluggy.PluginManager, module: Any) -> None:
+    """``pluginmanager.add_hookspecs(module)`` for ``hfself_addhooks``, once: a plugin unregistered and registered
+    again is asked again, and pluggy refuses a second specification."""
+    names = [name for name in dir(module) if name.startswith("hfself_")]
+    if not all(getattr(pluginmanager.hook, name, None) and getattr(pluginmanager.hook, name).has_spec()
+               for name in names):
+        pluginmanager.add_hookspecs(module)
+
+
 def register_plugin(plugin: Any, name: str | None = None) -> str:
     """Register an in-process plugin object or module (tests, notebooks). Returns its name."""
     pm = get_plugin_manager()

@@ -211,3 +211,7 @@ def test_plugin_owned_registries_and_no_unread_ones():
     assert plugins.registry_with_owners("identity_blocks")["diffusion"][1] == "diffusion"
     with pytest.raises(KeyError, match="unknown registry 'metrics'"):
         plugins.registry("metrics")
+    again = ("from hfself import plugins\nidentity = plugins.get_plugin_manager().get_plugin('identity')\n"
+             "plugins.unregister_plugin('identity')\nplugins.register_plugin(identity, name='identity')\n"
+             "print(sorted(plugins.registry('identity_blocks')))")
+    assert _fresh({})(again).stdout.strip().endswith("['diffusion', 'mlp']")  # its hookspecs are not added twice

@@ -23,9 +23,11 @@ __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 @hookimpl
 def hfself_addhooks(pluginmanager):
+    from hfself.plugins import add_hookspecs
+
     from . import hookspecs
 
-    pluginmanager.add_hookspecs(hookspecs)
+    add_hookspecs(pluginmanager, hookspecs)
 
 
 @hookimpl
