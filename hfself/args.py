@@ -122,7 +122,7 @@ def check_values(parsed) -> None:
 
 
 def accelerator_available() -> bool:
-    """Whether a CUDA (or XPU, MPS) device is there to pin memory for."""
+    """Whether a CUDA or XPU device is there to pin memory for."""
     import torch
 
     return torch.cuda.is_available() or bool(getattr(torch, "xpu", None) and torch.xpu.is_available())

@@ -97,12 +97,14 @@ def _patch(module_name: str) -> None:
             continue
         table = getattr(module, table_name)
         for model_type, entry_point in declared()[group].items():
+            if model_type not in declared()["hfself.auto_config"]:
+                continue  # a model or tokenizer needs its config declared too
             if group == "hfself.auto_config" and model_type in table and table[model_type] != entry_point.attr:
                 warnings.warn(f"hfself: plugin model_type {model_type!r} is already a transformers model type; "
                               f"{entry_point.value} is not registered with AutoConfig", stacklevel=2)
                 continue
             stand_in = _stand_in(model_type)
-            if stand_in is None or model_type not in declared()["hfself.auto_config"]:
+            if stand_in is None:  # transformers has a real module of that name
                 continue
             stand_in._entry_points[entry_point.attr] = entry_point
             table[model_type] = entry_point.attr
