@@ -17,7 +17,10 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-CATALOGUE = sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+from hfself.auto import model_types
+
+# transformers' own causal LMs: hfself's models join the Auto tables at `import hfself`, and are not bases
+CATALOGUE = sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - model_types())
 VOCAB = 512
 MAX_LAYERS = 8
 
