@@ -153,8 +153,14 @@ def registry_kinds() -> list[str]:
                   if name not in NOT_A_REGISTRY and getattr(get_plugin_manager().hook, name).has_spec())
 
 
-def registry(kind: str) -> dict[str, Any]:
-    """``name -> object`` for one registry kind (see :func:`registry_kinds`)."""
+def registry(kind: str, default: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``name -> object`` for one registry kind (see :func:`registry_kinds`).
+
+    ``default`` is returned when no loaded plugin specifies ``kind`` (its owner is left out, e.g. by
+    ``HFSELF_LOAD_PLUGINS``); without it that is a KeyError.
+    """
+    if default is not None and kind not in registry_kinds():
+        return default
     return {name: obj for name, (obj, _) in registry_with_owners(kind).items()}
 
 

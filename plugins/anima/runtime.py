@@ -152,12 +152,11 @@ class AnimaRuntime:
     def modes(self) -> dict[str, dict]:
         """Every mode with its features for this SAE (discovered once, then read from modes.json)."""
         if self._modes is None:
-            from hfself.plugins import registry, registry_kinds
+            from hfself.plugins import registry
 
             saved = self._saved_modes
-            # the built-ins come through the hook too; without the plugin manager (anima not loaded) only they
-            registered = registry("steering_modes") if "steering_modes" in registry_kinds() else BUILTIN_MODES
-            wanted = {**registered, **saved}
+            # the built-ins come through the hook too; when anima is not a loaded plugin, only they
+            wanted = {**registry("steering_modes", default=BUILTIN_MODES), **saved}
             self._modes = {name: _json_ready(mode if "features" in mode else
                                              discover_mode(self.steering, self.tokenizer, mode))
                            for name, mode in wanted.items()}

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
-from hfself.plugins import registry, registry_kinds
+from hfself.plugins import registry
 from hfself.wrapper import LMWrapper, model_card
 
 from .block import IdentityBlock
@@ -34,7 +34,7 @@ class PersonaMismatchError(ValueError):
 def identity_block_class(name: str):
     """The block class registered as ``name`` (only the built-in MLP block when the identity plugin is not loaded
     by the plugin manager, e.g. ``HFSELF_LOAD_PLUGINS`` leaves it out)."""
-    blocks = registry("identity_blocks") if "identity_blocks" in registry_kinds() else {"mlp": IdentityBlock}
+    blocks = registry("identity_blocks", default={"mlp": IdentityBlock})
     if name not in blocks:
         raise ValueError(f"unknown identity block {name!r}; registered: {sorted(blocks)}")
     return blocks[name]
