@@ -1,50 +1,43 @@
-"""Temporal LoRA vs the backbone alone vs peft's X-LoRA: forward cost and routing accuracy, same run.
+"""Temporal LoRA vs the backbone alone (and peft's X-LoRA on a trained model): forward speed and routing.
 
-    accelerate launch recipes/temporal_lora.py            # writes outputs/temporal_lora/model
+    python benchmarks/bench_temporal.py                                  # fresh adapters on the embedded default
+    python benchmarks/bench_temporal.py --preset 1b --device cuda --dtype bfloat16 --batch_size 8 --seq_len 1024
+    accelerate launch recipes/temporal_lora.py                           # then, with routing accuracy and X-LoRA:
     python benchmarks/bench_temporal.py --model outputs/temporal_lora/model
-    python benchmarks/bench_temporal.py --model outputs/temporal_lora/model --device cuda --batch_size 16 --seq_len 1024
 
-Forward cost: median seconds of a no-grad forward over the same batch, the three
-interleaved, as a ratio to the backbone alone (target for the mixer: <= 1.3).
-X-LoRA gets the *same* trained adapters (loaded from the model's adapters/
-folder); its classifier is trained the way X-LoRA trains it (the LM loss, on a
-50/50 mix of both corpora, ``--xlora_steps`` steps), and its routing is read
-from ``get_latest_scalings()`` averaged over layers. Routing accuracy: the
-domain with the largest mean weight on held-out blocks of each corpus.
-Writes outputs/benchmarks/temporal_<device>.json.
-
-With ``--record`` the JSON goes to the tracked benchmarks/results/ instead.
+Forward speed: a no-grad forward over the same batch, backbone and temporal interleaved, as temporal ÷ backbone
+per round (median and IQR). Its limit: every adapter of every token runs (the mixer weights them), so a forward
+costs at least 1 + (LoRA multiply-adds ÷ the backbone's) of the backbone's; the limit on the speed ratio is the
+inverse. With a trained ``--model``, X-LoRA gets the *same* adapters (from the model's adapters/ folder), its
+classifier trained the way X-LoRA trains it (the LM loss on a 50/50 mix of both corpora, ``--xlora_steps``
+steps); routing accuracy is the domain with the largest mean weight on held-out blocks of each corpus.
+Writes outputs/benchmarks/temporal_<device>_<preset>.json (``--record``: benchmarks/results/).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from harness import Report, add_record_flag, compare, interleave, result_path, timed
 from hfself.data import corpus_text
+from hfself.train import load_causal_lm
 from hfself_plugins.temporal import TemporalLoraConfig, TemporalLoraForCausalLM
 from hfself_plugins.temporal.analysis import TokenSource, neutral_texts, router_accuracy, split_corpus
 from hfself_plugins.temporal.model import ADAPTER_DIR, load_backbone
-from results_path import add_record_flag, result_path
 
-
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
+BACKBONES = {
+    "1b-slice": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=4, num_attention_heads=32,
+                     num_key_value_heads=8, vocab_size=32000),
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),  # Llama-3.2-1B shape
+}
 
 
 def build_xlora(path: Path, config: TemporalLoraConfig, device):
@@ -110,72 +103,90 @@ def xlora_accuracy(model, tokenizer, domains, n, length, skip, seed, device) -> 
             "neutral_bias": (neutral - 1 / len(domains)).abs().max().item()}
 
 
-def main():
+def lora_share(model, seq_len: int) -> float:
+    """LoRA multiply-adds per token (every adapter of every adapted module) ÷ the backbone's."""
+    from peft.tuners.lora import LoraLayer
+
+    lora = sum(layer.r[name] * (layer.in_features + layer.out_features)
+               for layer in model.lm.modules() if isinstance(layer, LoraLayer) for name in layer.r)
+    config = model.lm.config
+    backbone = sum(p.numel() for n, p in model.lm.named_parameters() if "lora_" not in n and "embed_tokens" not in n)
+    if getattr(config, "tie_word_embeddings", False):
+        backbone += model.lm.get_output_embeddings().weight.numel()
+    backbone += 2 * config.num_hidden_layers * (seq_len / 2) * config.hidden_size  # attention over the context
+    mixer = sum(p.numel() for p in model.mixer.parameters())
+    return (lora + mixer) / backbone
+
+
+def fresh_model(args, device) -> TemporalLoraForCausalLM:
+    """Untrained adapters (B drawn non-zero) on the preset's backbone: a forward costs what a trained one does."""
+    if args.preset == "default":
+        backbone, _ = load_causal_lm("hfself:default")
+    else:
+        torch.manual_seed(args.seed)
+        backbone = LlamaForCausalLM(LlamaConfig(**BACKBONES[args.preset]))
+    backbone.to(device=device, dtype=getattr(torch, args.dtype))
+    return TemporalLoraForCausalLM.from_base(backbone, TemporalLoraConfig(domains=["shakespeare", "python"]))
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_record_flag(parser)
-    parser.add_argument("--model", default="outputs/temporal_lora/model")
+    parser.add_argument("--model", default=None, help="a trained temporal model (adds routing and X-LoRA)")
+    parser.add_argument("--preset", default="default", choices=["default", *BACKBONES],
+                        help="backbone of fresh adapters when no --model is given")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--xlora_steps", type=int, default=100)
     parser.add_argument("--eval_sequences", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
-    path = Path(args.model)
-    if not (path / "config.json").exists():
+    path = Path(args.model) if args.model else None
+    if path is not None and not (path / "config.json").exists():
         raise SystemExit(f"{path} holds no trained model: run `accelerate launch recipes/temporal_lora.py` first")
+    ours = (TemporalLoraForCausalLM.from_pretrained(path).to(device) if path else fresh_model(args, device)).eval()
+    preset = "trained" if path else args.preset
+    report = Report("temporal", vars(args), args.seed, str(device))
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    ours = TemporalLoraForCausalLM.from_pretrained(path).to(device).eval()
-    domains = list(ours.domains)
-    xlora = build_xlora(path, ours.config, device)
+    g = torch.Generator().manual_seed(args.seed)
+    vocab = ours.lm.config.vocab_size
+    batch = torch.randint(2, vocab, (args.batch_size, args.seq_len), generator=g).to(device)
 
-    g = torch.Generator().manual_seed(0)
-    batch = torch.randint(0, ours.config.base_config["vocab_size"], (args.batch_size, args.seq_len), generator=g)
-    batch = batch.to(device)
-    runs = {"backbone": [], "temporal": [], "xlora": []}
-
-    def backbone_forward():
+    @torch.no_grad()
+    def backbone() -> float:
         with ours.adapters_disabled() as lm:
-            lm(input_ids=batch, use_cache=False)
+            return 1 / timed(lambda: lm(input_ids=batch, use_cache=False), device)
 
-    forwards = {"backbone": backbone_forward,
-                "temporal": lambda: ours(input_ids=batch, use_cache=False),
-                "xlora": lambda: xlora(input_ids=batch)}
-    with torch.no_grad():
-        for fn in forwards.values():  # warm-up
-            fn()
-        for _ in tqdm(range(args.repeats), desc="forward timing"):
-            for name, fn in forwards.items():
-                runs[name].append(timed(fn, device))
-    median = {name: statistics.median(times) for name, times in runs.items()}
+    @torch.no_grad()
+    def temporal() -> float:
+        return 1 / timed(lambda: ours(input_ids=batch, use_cache=False), device)
 
-    ours_acc = router_accuracy(ours, tokenizer, domains, n=args.eval_sequences, seed=1)
-    train_xlora(xlora, tokenizer, domains, args.xlora_steps, args.batch_size, min(args.seq_len, 128), device)
-    xlora_acc = xlora_accuracy(xlora, tokenizer, domains, args.eval_sequences, 64, 8, 1, device)
-
-    report = {
-        "benchmark": "temporal", "model": str(path),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "forward_median_s": median,
-        "forward_ratio_vs_backbone": {name: median[name] / median["backbone"] for name in median},
-        "routing": {"temporal": {"sequence_accuracy": ours_acc["sequence_accuracy"],
-                                 "token_accuracy": ours_acc["token_accuracy"],
-                                 "neutral_bias": ours_acc["neutral_bias"]},
-                    "xlora": xlora_acc},
-        "notes": "X-LoRA runs the backbone twice per forward (a scaling pass, then the real one) and needs "
-                 "use_cache=False; the temporal mixer reads the residual stream inside the one pass.",
-        "torch": torch.__version__,
-    }
-    report["targets"] = {"temporal_forward_le_1.3x": report["forward_ratio_vs_backbone"]["temporal"] <= 1.3}
-    print(json.dumps(report, indent=2))
-    out = result_path(args, f"temporal_{device.type}.json", args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"written to {out}")
+    share = lora_share(ours, args.seq_len)
+    sides = {"backbone": backbone, "temporal": temporal}
+    xlora = build_xlora(path, ours.config, device) if path else None
+    if xlora is not None:
+        sides["xlora"] = torch.no_grad()(lambda: 1 / timed(lambda: xlora(input_ids=batch), device))
+    measured = interleave(sides, args.rounds)
+    report.add(compare("forward speed, temporal ÷ backbone", measured["backbone"], measured["temporal"],
+                       unit="forwards/s", limit=1 / (1 + share),
+                       limit_note=f"cost ≥ 1 + LoRA and mixer share {share:.3f}"))
+    if xlora is not None:
+        report.add(compare("forward speed, X-LoRA ÷ backbone", measured["backbone"], measured["xlora"],
+                           unit="forwards/s", notes="X-LoRA runs the backbone twice per forward and no KV cache"))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        domains = list(ours.domains)
+        ours_acc = router_accuracy(ours, tokenizer, domains, n=args.eval_sequences, seed=1)
+        train_xlora(xlora, tokenizer, domains, args.xlora_steps, args.batch_size, min(args.seq_len, 128), device)
+        report.extra["routing"] = {
+            "temporal": {k: ours_acc[k] for k in ("sequence_accuracy", "token_accuracy", "neutral_bias")},
+            "xlora": xlora_accuracy(xlora, tokenizer, domains, args.eval_sequences, 64, 8, 1, device)}
+        print(f"routing: {report.extra['routing']}")
+    return report.write(result_path(args, f"temporal_{device.type}_{preset}.json", args.out))
 
 
 if __name__ == "__main__":

@@ -489,10 +489,19 @@ def _to_scratch(value):
     return value
 
 
+# What a decoder layer's KV cache argument is called: ``cache`` since transformers 5.24, earlier names before.
+CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def cache_argument(kwargs: dict):
+    """The KV cache passed to a decoder layer (a ``transformers.Cache``), or None."""
+    return next((kwargs[k] for k in CACHE_KWARGS if kwargs.get(k) is not None), None)
+
+
 def _scratch_inputs(inputs: tuple[tuple, dict]) -> tuple[tuple, dict]:
     """Captured (args, kwargs) on CPU in float32, without a cache, the hidden states at unit scale at least."""
     args, kwargs = _to_scratch(inputs[0]), _to_scratch(inputs[1])
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
+    kwargs = {k: v for k, v in kwargs.items() if k not in CACHE_KWARGS}
     hidden = next(a for a in _tensors(args, kwargs) if a.dim() == 3)
     rms = hidden.pow(2).mean().sqrt()
     if 0 < rms < 0.5:  # un-normalized tiny inputs (post-LN blocks at init) hide the softmax: measure at unit scale

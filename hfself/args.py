@@ -16,19 +16,25 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from trl import ModelConfig
 
-from hfself.data import DEFAULT_MODEL
+from hfself.data import DEFAULT_MODEL_ID
 
 
 @dataclass
-class RunArguments:
-    """What every recipe has: the model, the data, and which plugins act."""
+class RunArguments(ModelConfig):
+    """What every recipe has: the model (``trl.ModelConfig``: its id, dtype, attention, ``use_peft`` and the LoRA
+    shape), the data, and which plugins act."""
 
     model_name_or_path: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "Hub id or local directory of a causal LM. Default: the embedded tiny model "
-                          "(random init from its config when the directory holds no weights)."},
+        default=DEFAULT_MODEL_ID,
+        metadata={"help": f"Hub id or local directory of a causal LM. Default: {DEFAULT_MODEL_ID}, the embedded tiny "
+                          "Llama pretrained on the bundled Shakespeare (a directory with a config and no weights "
+                          "gives a seeded random init)."},
     )
+    dtype: str | None = field(default="auto", metadata={"help": "auto (the checkpoint's own), bfloat16, float16 "
+                                                                "or float32.",
+                                                        "choices": ["auto", "bfloat16", "float16", "float32"]})
     plugins: list[str] = field(default_factory=list, metadata={"help": "Plugins enabled for this run."})
     callbacks: list[str] = field(default_factory=list,
                                  metadata={"help": "Extra TrainerCallbacks by registered name."})
@@ -41,8 +47,19 @@ class RunArguments:
     text_column: str = field(default="text", metadata={"help": "Text column of dataset_name."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples."})
     chunk_chars: int = field(default=512, metadata={"help": "Characters per example when chunking a corpus."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager or flash_attention_2."})
     seed_model: int = field(default=0, metadata={"help": "Seed for random init when the model has no weights."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        # TRL turns a one-item list into a string, which peft reads as a regex to fullmatch: "q_proj" alone would
+        # match no module. A plain name stays a list; "all-linear" and real regexes stay strings.
+        target = self.lora_target_modules
+        if isinstance(target, str) and target != "all-linear" and not set(target) & set(".*+?[](){}|^$\\"):
+            self.lora_target_modules = [target]
+
+
+# Flags hfself once had under another name: an old YAML or command line gets the new name, not a guess.
+RENAMED = {"use_lora": "use_peft"}
 
 
 class ConfigError(ValueError):
@@ -65,6 +82,8 @@ def load_yaml(path: str | Path, dataclass_types) -> dict[str, Any]:
 def check_keys(data: dict, dataclass_types, source: str = "config") -> None:
     valid = [*_field_names(dataclass_types), "env"]  # env: environment variables, set by TrlParser
     for key in data:
+        if key in RENAMED and key not in valid:
+            raise ConfigError(f"{source}: {key!r} is now {RENAMED[key]!r}")
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -106,6 +125,8 @@ def check_flags(args: list[str], dataclass_types) -> None:
     for arg in args:
         if arg.startswith("--"):
             name = arg[2:].split("=", 1)[0]
+            if name in RENAMED and name not in known:
+                raise ConfigError(f"--{name} is now --{RENAMED[name]}")
             if name not in known and name.replace("-", "_") not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
                 hint = f"; did you mean --{close[0]}?" if close else ""

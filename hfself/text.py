@@ -27,7 +27,6 @@ def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, se
     return out
 
 
-
 def perturb(text: str, kind: str, rng: random.Random) -> str:
     """``typos`` (swap/drop letters), ``shuffle`` (word order), ``inject`` (an instruction), ``none``."""
     if kind == "none":

@@ -1,7 +1,7 @@
 """From a recipe's arguments to Trainer/SFTTrainer keyword arguments.
 
-Models are loaded here (Hub id, local directory, or the embedded default with
-random init), then each enabled plugin may wrap them (``hfself_prepare_model``)
+Models are loaded here (Hub id, local directory, or the embedded default,
+``hfself:default``), then each enabled plugin may wrap them (``hfself_prepare_model``)
 and contribute callbacks (``hfself_trainer_callbacks``); named callbacks and
 optimizers come from the registries.
 """
@@ -19,14 +19,15 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hfself import plugins
+from hfself.data import DEFAULT_MODEL_ID, is_default_model, resolve_model
 
 logger = logging.getLogger("hfself")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def has_weights(name_or_path: str) -> bool:
-    """False only for a local directory holding a config but no weights (e.g. the embedded default)."""
-    path = Path(name_or_path)
+    """False only for a local directory holding a config but no weights (a random init would be built)."""
+    path = Path(resolve_model(name_or_path))
     return not path.is_dir() or any((path / f).exists() for f in WEIGHT_FILES)
 
 
@@ -40,21 +41,47 @@ def require_weights(name_or_path: str, needed_by) -> None:
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype | str | None = None,
-                   attn_implementation: str | None = None, seed: int = 0, device_map=None):
-    """Load (model, tokenizer); a config-only directory gives a seeded random init."""
+                   attn_implementation: str | None = None, seed: int = 0, device_map=None, **from_pretrained):
+    """Load (model, tokenizer); a config-only directory gives a seeded random init. ``from_pretrained`` keyword
+    arguments (``revision``, ``quantization_config``) go to ``AutoModelForCausalLM.from_pretrained``."""
+    default = is_default_model(name_or_path)
+    name_or_path = resolve_model(name_or_path)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    revision = {"revision": from_pretrained["revision"]} if from_pretrained.get("revision") else {}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **revision)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if has_weights(name_or_path):
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", device_map=device_map,
-                                                     **kwargs)
+                                                     **kwargs, **from_pretrained)
     else:
         config = AutoConfig.from_pretrained(name_or_path)
         torch.manual_seed(seed)
+        if isinstance(dtype, str):
+            dtype = None if dtype == "auto" else getattr(torch, dtype)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
         model.config.name_or_path = str(name_or_path)
+    if default:  # personas and cards name it by its id, not by this machine's path
+        model.config.name_or_path = tokenizer.name_or_path = DEFAULT_MODEL_ID
     return model, tokenizer
+
+
+def load_run_model(run):
+    """(model, tokenizer) as a recipe's :class:`~hfself.args.RunArguments` (a ``trl.ModelConfig``) describes:
+    id, revision, dtype, attention, and TRL's 4/8-bit quantization when asked for."""
+    from trl import get_quantization_config
+
+    quantization = get_quantization_config(run)
+    extra, device_map = {}, None
+    if quantization is not None:  # a quantized model is placed at load, each process on its own device
+        from accelerate import PartialState
+
+        extra["quantization_config"] = quantization
+        device_map = {"": PartialState().local_process_index}
+    if run.model_revision and run.model_revision != "main":
+        extra["revision"] = run.model_revision
+    return load_causal_lm(run.model_name_or_path, dtype=run.dtype, attn_implementation=run.attn_implementation,
+                          seed=run.seed_model, device_map=device_map, **extra)
 
 
 def prepare_model(model, run_config: dict[str, Any]):

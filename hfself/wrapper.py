@@ -23,7 +23,7 @@ from torch.distributed.tensor import DTensor
 from transformers import PreTrainedModel
 
 from hfself.arch import unwrap_model
-from hfself.data import DEFAULT_MODEL
+from hfself.data import DEFAULT_MODEL_ID, is_default_model
 from hfself.sharding import gathered, is_sharded, sharded_generation_kwargs
 
 
@@ -32,8 +32,8 @@ def base_reference(name_or_path: str | None) -> tuple[str | None, str]:
     pushed card never shows a path from the machine it was saved on."""
     if not name_or_path:
         return None, "unknown"
-    if Path(name_or_path).resolve() == Path(DEFAULT_MODEL).resolve():
-        return None, "hfself's embedded default (a tiny Llama)"
+    if is_default_model(name_or_path):
+        return None, f"hfself's embedded default (`{DEFAULT_MODEL_ID}`, a tiny Llama pretrained on Shakespeare)"
     if os.path.isabs(name_or_path) or Path(name_or_path).exists():
         return None, f"a local model ({Path(name_or_path).name})"
     return name_or_path, name_or_path
@@ -50,6 +50,22 @@ def model_card(title: str, base: str | None, tags: list[str], details: list[str]
     text = (f"---\n{data.to_yaml()}\n---\n\n# {title}\n\n{body.strip()}\n\n" + "\n".join(lines)
             + f"\n\n## Use\n\n```python\n{usage.strip()}\n```\n")
     return ModelCard(text)
+
+
+def without_local_paths(config_file: Path) -> None:
+    """Name a local base by its folder alone in a config about to be pushed (a Hub id or hfself's default id stays):
+    the path means nothing on another machine and tells the world this one's layout."""
+    import json
+    import logging
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if base and base_reference(base)[0] is None and not is_default_model(base):
+        config["base_model_name_or_path"] = Path(base).name
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        logging.getLogger("hfself").warning(
+            "the base %s is a local directory: the pushed config names it %r, so loading the pushed model needs "
+            "base_model=... (or push the base and set its Hub id)", base, Path(base).name)
 
 
 class LMWrapper(PreTrainedModel):
@@ -182,6 +198,7 @@ class LMWrapper(PreTrainedModel):
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp, **{**self.hub_save_kwargs, **save_kwargs})
+            without_local_paths(Path(tmp) / "config.json")
             info = api.upload_folder(repo_id=repo_id, folder_path=tmp,
                                      commit_message=commit_message or self.hub_commit_message)
         return getattr(info, "commit_url", str(info))

@@ -33,9 +33,9 @@ from datasets import Dataset
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
-from hfself.args import RunArguments, flat_config, parse_args
-from hfself.train import (bind_callbacks, has_weights, load_causal_lm, prepare_model, resume_argument, text_dataset,
-                          trainer_kwargs, warm_up)
+from hfself.args import ConfigError, RunArguments, flat_config, parse_args
+from hfself.train import (bind_callbacks, has_weights, load_causal_lm, load_run_model, prepare_model,
+                          resume_argument, text_dataset, trainer_kwargs, warm_up)
 from hfself_plugins.attention import (AttentionArguments, AttentionProbe, DreamArguments, conversation_text,
                                       listening_conversations)
 from hfself_plugins.optim import OptimArguments
@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None):
     set_seed(sft.seed)
     out = Path(sft.output_dir)
 
-    model, tokenizer = load_causal_lm(run.model_name_or_path, attn_implementation=run.attn_implementation,
-                                      seed=run.seed_model)
+    if run.use_peft:
+        raise ConfigError("attention_sft trains the attention weights themselves (train_modules); use_peft would put "
+                          "a LoRA beside them. Leave use_peft off, or use recipes/identity_sft.py for LoRA training.")
+    model, tokenizer = load_run_model(run)
     before_path = run.model_name_or_path
     if not has_weights(run.model_name_or_path) and recipe.pretrain_steps > 0:
         if sft.resume_from_checkpoint and (out / "before").exists():

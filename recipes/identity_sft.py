@@ -7,7 +7,7 @@ The README's main job (embedded tiny model + bundled Shakespeare, offline, CPU):
 Your own model and settings (YAML sets defaults, flags override):
 
     accelerate launch recipes/identity_sft.py --config recipes/configs/identity_sft.yaml \
-        --model_name_or_path Qwen/Qwen2.5-0.5B --use_lora true --identity_dim 128
+        --model_name_or_path Qwen/Qwen2.5-0.5B --use_peft true --identity_dim 128
     accelerate launch --config_file recipes/accelerate_configs/cpu_2proc.yaml recipes/identity_sft.py
 
 Writes checkpoints and introspection.jsonl to ``output_dir`` and the persona to
@@ -24,7 +24,7 @@ from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
 from hfself.args import RunArguments, flat_config, parse_args
-from hfself.train import (bind_callbacks, has_weights, load_causal_lm, prepare_model, resume_argument, text_dataset,
+from hfself.train import (bind_callbacks, has_weights, load_run_model, prepare_model, resume_argument, text_dataset,
                           trainer_kwargs)
 from hfself_plugins.identity import IdentityArguments, IntrospectionArguments
 
@@ -34,11 +34,6 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "identity_sft.yaml"
 @dataclass
 class IdentitySFTArguments:
     freeze_base: bool = field(default=False, metadata={"help": "Train only the identity (and LoRA, if on)."})
-    use_lora: bool = field(default=False, metadata={"help": "Put a peft LoRA on the base (base frozen)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA targets (peft default)."})
     persona_dir: str | None = field(default=None, metadata={"help": "Where to write the persona "
                                                                      "(default <output_dir>/persona)."})
 
@@ -53,17 +48,15 @@ def main(argv: list[str] | None = None):
     set_seed(sft.seed)
     train_dataset = text_dataset(run, sft.seed)  # a bad corpus fails here, before any model is loaded
 
-    model, tokenizer = load_causal_lm(run.model_name_or_path, attn_implementation=run.attn_implementation,
-                                      seed=run.seed_model)
+    model, tokenizer = load_run_model(run)
     trained_from_scratch = not has_weights(run.model_name_or_path)
-    if recipe.freeze_base or recipe.use_lora:
+    if recipe.freeze_base or run.use_peft:
         model.requires_grad_(False)
-    if recipe.use_lora:
-        from peft import LoraConfig, get_peft_model
+    if run.use_peft:  # trl.ModelConfig's LoRA flags: --lora_r, --lora_alpha, --lora_target_modules, ...
+        from peft import get_peft_model
+        from trl import get_peft_config
 
-        model = get_peft_model(model, LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
-                                                 lora_dropout=recipe.lora_dropout,
-                                                 target_modules=recipe.lora_target_modules, task_type="CAUSAL_LM"))
+        model = get_peft_model(model, get_peft_config(run))
     model = prepare_model(model, run_config)
 
     trainer = SFTTrainer(model=model, args=sft, train_dataset=train_dataset, processing_class=tokenizer,
@@ -73,7 +66,7 @@ def main(argv: list[str] | None = None):
 
     persona_dir = Path(recipe.persona_dir or Path(sft.output_dir) / "persona")
     if trainer.accelerator.is_main_process:
-        save_base = trained_from_scratch or not (recipe.freeze_base or recipe.use_lora)
+        save_base = trained_from_scratch or not (recipe.freeze_base or run.use_peft)
         model.save_pretrained(persona_dir, save_base=save_base)
         tokenizer.save_pretrained(persona_dir)
         print(f"persona written to {persona_dir}")

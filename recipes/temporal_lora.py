@@ -33,7 +33,7 @@ from trl import SFTConfig, SFTTrainer
 
 from hfself.args import RunArguments, parse_args
 from hfself.data import corpus_text, text_chunks
-from hfself.train import has_weights, load_causal_lm, resume_argument, warm_up
+from hfself.train import has_weights, load_run_model, resume_argument, warm_up
 from hfself_plugins.temporal import TemporalLoraConfig, TemporalLoraForCausalLM
 from hfself_plugins.temporal.analysis import neutral_texts, router_accuracy, split_corpus
 
@@ -44,10 +44,6 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "temporal_lora.yaml"
 class TemporalArguments:
     domains: list[str] = field(default_factory=lambda: ["shakespeare", "python"], metadata={
         "help": "One adapter per corpus: 'shakespeare', 'python' or text files (the domain is the file stem)."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank of every adapter."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] | None = field(default=None, metadata={"help": "LoRA targets (peft default)."})
     router_layer: int | None = field(default=None, metadata={
         "help": "The mixer reads the residual stream entering this layer (default: a quarter of the depth)."})
     router_hidden_dim: int = field(default=64, metadata={"help": "Width of the mixer's hidden layer."})
@@ -100,17 +96,17 @@ def main(argv: list[str] | None = None):
     out = Path(sft.output_dir)
     resume = sft.resume_from_checkpoint not in (None, False) and str(sft.resume_from_checkpoint).lower() != "false"
 
-    backbone, tokenizer = load_causal_lm(run.model_name_or_path, attn_implementation=run.attn_implementation,
-                                         seed=run.seed_model)
+    backbone, tokenizer = load_run_model(run)
     warmed = not has_weights(run.model_name_or_path) and temporal.pretrain_steps > 0
     if warmed:
         mixed = [t for corpus in temporal.domains for t in domain_texts(corpus, run.chunk_chars, run.max_train_samples)]
         warm_up(backbone, tokenizer, Dataset.from_dict({"text": mixed}).shuffle(seed=sft.seed), sft,
                 temporal.pretrain_steps, temporal.pretrain_learning_rate)
 
-    config = TemporalLoraConfig(domains=[domain_name(c) for c in temporal.domains], lora_r=temporal.lora_r,
-                                lora_alpha=temporal.lora_alpha, lora_dropout=temporal.lora_dropout,
-                                target_modules=temporal.lora_target_modules, router_layer=temporal.router_layer,
+    # every domain adapter has trl.ModelConfig's LoRA shape (--lora_r, --lora_alpha, --lora_target_modules, ...)
+    config = TemporalLoraConfig(domains=[domain_name(c) for c in temporal.domains], lora_r=run.lora_r,
+                                lora_alpha=run.lora_alpha, lora_dropout=run.lora_dropout,
+                                target_modules=run.lora_target_modules, router_layer=temporal.router_layer,
                                 router_hidden_dim=temporal.router_hidden_dim,
                                 base_model_name_or_path=run.model_name_or_path)
     model = TemporalLoraForCausalLM.from_base(backbone, config)
@@ -143,7 +139,6 @@ def main(argv: list[str] | None = None):
         print(f"model written to {out / 'model'}")
     trainer.accelerator.wait_for_everyone()
     return model, trainer
-
 
 
 if __name__ == "__main__":

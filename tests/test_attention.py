@@ -189,7 +189,11 @@ FAST = ["--max_steps", "6", "--pretrain_steps", "4", "--dream_interval", "3", "-
 
 
 def test_recipe_trains_q_only_and_reports_the_shift(tmp_path):
-    trainer = attention_sft.main([*FAST, "--output_dir", str(tmp_path)])
+    """On a base without weights: the warm-up stands in for pretraining and is saved as the "before"."""
+    from tiny_models import config_only_model
+
+    base = config_only_model(tmp_path / "base")
+    trainer = attention_sft.main([*FAST, "--model_name_or_path", base, "--output_dir", str(tmp_path)])
     assert trainer.optimizer.optimizer.hfself_groups["apollo"]["tensors"] == 4  # one W_q per layer
     probe = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert set(probe["summary"]) == {"direction", "own_idea"} and probe["before"] != probe["after"]
@@ -231,9 +235,13 @@ def test_recipe_resume_is_bit_exact_with_dreams(tmp_path):
     ends with the same dream buffer, the same loss at every step and bit-identical weights."""
     import shutil
 
-    full = attention_sft.main([*FAST, "--output_dir", str(tmp_path / "full")])
+    from tiny_models import config_only_model
+
+    base = ["--model_name_or_path", config_only_model(tmp_path / "base")]  # the warm-up's "before" is resumed too
+    full = attention_sft.main([*FAST, *base, "--output_dir", str(tmp_path / "full")])
     shutil.copytree(tmp_path / "full", tmp_path / "cut", ignore=shutil.ignore_patterns("checkpoint-6"))
-    resumed = attention_sft.main([*FAST, "--output_dir", str(tmp_path / "cut"), "--resume_from_checkpoint", "true"])
+    resumed = attention_sft.main([*FAST, *base, "--output_dir", str(tmp_path / "cut"),
+                                  "--resume_from_checkpoint", "true"])
     dreams = lambda t: next(c for c in t.callback_handler.callbacks if isinstance(c, DreamCallback))
     assert dreams(resumed).rounds == dreams(full).rounds == 2
     assert dreams(resumed).buffer.items == dreams(full).buffer.items

@@ -1,7 +1,9 @@
 """persist, args, embed, data: the small core modules."""
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -111,6 +113,27 @@ def test_unknown_flag_is_an_error():
         parse_args((RunArguments, Extra), ["--no_such_flag", "1"])
 
 
+def test_run_arguments_are_trl_model_config_with_peft_flags(tmp_path):
+    """The model and LoRA flags are trl.ModelConfig's (get_peft_config reads them); a one-module target stays a
+    list (peft would read a lone string as a regex), an old flag name gets its new name."""
+    from peft import LoraConfig
+    from trl import ModelConfig, get_peft_config
+
+    run, _ = parse_args((RunArguments, Extra), ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules",
+                                                "q_proj"])
+    assert isinstance(run, ModelConfig) and run.dtype == "auto"
+    peft_config = get_peft_config(run)
+    assert isinstance(peft_config, LoraConfig) and peft_config.r == 4 and peft_config.target_modules == {"q_proj"}
+    run, _ = parse_args((RunArguments, Extra), ["--lora_target_modules", "all-linear"])
+    assert run.lora_target_modules == "all-linear"
+    with pytest.raises(ConfigError, match="--use_lora is now --use_peft"):
+        parse_args((RunArguments, Extra), ["--use_lora", "true"])
+    cfg = tmp_path / "old.yaml"
+    cfg.write_text("use_lora: true\n")
+    with pytest.raises(ConfigError, match="'use_lora' is now 'use_peft'"):
+        parse_args((RunArguments, Extra), ["--config", str(cfg)])
+
+
 # ----------------------------------------------------------------------------- embed & data
 
 def test_masked_mean_ignores_padding():
@@ -149,13 +172,41 @@ def test_corpora_and_default_model():
     assert len(chunks) == 5 and all(len(c) >= 400 for c in chunks)
     with pytest.raises(ValueError, match="unknown corpus"):
         corpus_text("klingon")
-    from hfself.train import has_weights, load_causal_lm
+    assert tok_roundtrip(DEFAULT_MODEL) == "Thou art"
 
-    assert not has_weights(DEFAULT_MODEL)
-    model, tok = load_causal_lm(DEFAULT_MODEL, seed=0)
-    again, _ = load_causal_lm(DEFAULT_MODEL, seed=0)
-    assert torch.equal(model.lm_head.weight, again.lm_head.weight)  # seeded random init
-    assert tok.decode(tok("Thou art")["input_ids"]) == "Thou art"
+
+def tok_roundtrip(path) -> str:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    return tok.decode(tok("Thou art")["input_ids"])
+
+
+def test_the_embedded_default_is_pretrained_and_named_by_its_id(tmp_path):
+    """It ships weights that speak (held-out Shakespeare loss far below a random init's), loads under its id
+    ``hfself:default`` as under its directory, and a model loaded from it names itself by that id, not by this
+    machine's path."""
+    from hfself.data import DEFAULT_MODEL_ID
+    from hfself.train import has_weights, load_causal_lm
+    from tiny_models import config_only_model
+
+    assert has_weights(DEFAULT_MODEL) and has_weights(DEFAULT_MODEL_ID)
+    model, tok = load_causal_lm(DEFAULT_MODEL_ID)
+    assert model.config.name_or_path == DEFAULT_MODEL_ID and DEFAULT_MODEL not in json.dumps(model.config.to_dict())
+    by_path, _ = load_causal_lm(DEFAULT_MODEL)
+    assert torch.equal(model.lm_head.weight, by_path.lm_head.weight)
+    text = corpus_text("shakespeare")
+    held_out = tok(text[-3000:], return_tensors="pt")["input_ids"][:, :512].view(4, 128)  # its training length
+    with torch.no_grad():
+        loss = model(input_ids=held_out, labels=held_out).loss.item()
+    random_init, _ = load_causal_lm(config_only_model(tmp_path / "config_only"), seed=0)
+    again, _ = load_causal_lm(config_only_model(tmp_path / "config_only"), seed=0)
+    assert torch.equal(random_init.lm_head.weight, again.lm_head.weight)  # seeded random init
+    with torch.no_grad():
+        random_loss = random_init(input_ids=held_out, labels=held_out).loss.item()
+    assert loss < 5.5 < random_loss - 2, (loss, random_loss)
+    card = (Path(DEFAULT_MODEL) / "README.md").read_text()
+    assert "held-out loss" in card
 
 
 def test_resolve_checkpoint_takes_the_latest_complete_one(tmp_path, caplog):

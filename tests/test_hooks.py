@@ -203,6 +203,7 @@ def test_enabling_an_unknown_plugin_is_an_error():
 
 
 def test_run_arguments_default_to_embedded_model():
-    from hfself.data import DEFAULT_MODEL
+    from hfself.data import DEFAULT_MODEL_ID, resolve_model
 
-    assert RunArguments().model_name_or_path == DEFAULT_MODEL
+    assert RunArguments().model_name_or_path == DEFAULT_MODEL_ID and resolve_model(DEFAULT_MODEL_ID).endswith(
+        "default_model")

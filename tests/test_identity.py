@@ -1,5 +1,6 @@
 """Identity-conditioned attention over many tiny architectures."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,30 @@ def test_card_names_a_hub_base_and_never_a_local_path(tmp_path):
     loaded = ModelCard.load(tmp_path / "persona" / "README.md")
     assert loaded.data.base_model is None and "embedded default" in text
     assert str(Path(DEFAULT_MODEL).parent) not in text and "None" not in text
+    saved = json.loads((tmp_path / "persona" / "config.json").read_text())
+    assert saved["base_model_name_or_path"] == "hfself:default"  # the same on every machine
+    reloaded = IdentityForCausalLM.from_pretrained(tmp_path / "persona")  # finds the default by its id
+    assert torch.equal(reloaded.lm.lm_head.weight, base.lm_head.weight)
+
+
+def test_a_pushed_config_names_a_local_base_by_its_folder(tmp_path, monkeypatch, caplog):
+    """push_to_hub uploads what save_pretrained wrote, with a local base's path cut to its folder name (the
+    upload itself is the Hub's; here it copies the folder it was given)."""
+    import shutil
+
+    from huggingface_hub import HfApi
+
+    uploaded = tmp_path / "uploaded"
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, repo_id, folder_path, commit_message:
+                        shutil.copytree(folder_path, uploaded) and "ok")
+    persona = _persona("llama")
+    persona.config.base_model_name_or_path = str(tmp_path / "my-base")
+    persona.push_to_hub("me/persona")
+    text = (uploaded / "config.json").read_text() + (uploaded / "README.md").read_text()
+    assert str(tmp_path) not in text and json.loads((uploaded / "config.json").read_text())[
+        "base_model_name_or_path"] == "my-base"
+    assert "base_model=" in caplog.text
 
 
 def test_save_with_base_and_auto_model(tmp_path):
@@ -394,19 +419,20 @@ def test_deepcopy_gives_an_independent_persona():
 
 
 def test_a_persona_whose_base_weights_are_missing_is_refused_never_a_random_init(tmp_path):
-    """Saved without its base (save_base=False) on a config-only base such as the embedded default, or saved with it
-    and the file lost: loading names what is missing instead of building a random-init base."""
+    """Saved without its base (save_base=False) on a config-only base, or saved with it and the file lost: loading
+    names what is missing instead of building a random-init base."""
     import shutil
 
-    from hfself.data import DEFAULT_MODEL
     from hfself.train import load_causal_lm
+    from tiny_models import config_only_model
 
-    base, _ = load_causal_lm(DEFAULT_MODEL)
+    config_only = config_only_model(tmp_path / "config_only")
+    base, _ = load_causal_lm(config_only)
     persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
     persona.save_pretrained(tmp_path / "without", save_base=False)
     with pytest.raises(FileNotFoundError, match="holds a config and no weights"):
         IdentityForCausalLM.from_pretrained(tmp_path / "without")
-    IdentityForCausalLM.from_pretrained(tmp_path / "without", base_model=load_causal_lm(DEFAULT_MODEL)[0])  # given
+    IdentityForCausalLM.from_pretrained(tmp_path / "without", base_model=load_causal_lm(config_only)[0])  # given
 
     persona.save_pretrained(tmp_path / "with", save_base=True)
     shutil.copytree(tmp_path / "with", tmp_path / "lost")

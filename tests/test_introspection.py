@@ -179,3 +179,24 @@ def test_the_recipe_defaults_cause_no_warning():
     sft = parsed[-1]
     assert not [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, UserWarning))]
     assert sft.activation_checkpointing is False and sft.dataloader_pin_memory is torch.cuda.is_available()
+
+
+def test_a_round_generates_the_same_self_description_with_a_static_cache():
+    """``identity_cache_implementation: static`` (the default on accelerators) decodes what the dynamic cache does,
+    and an unknown cache name is an error."""
+    from tiny_models import tiny_model, tokenizer
+
+    from hfself import IdentityConfig, IntrospectionCallback
+    from hfself_plugins.identity import IntrospectionArguments
+
+    texts = {}
+    for cache in ("static", "dynamic"):
+        model = IdentityForCausalLM.from_base(tiny_model("llama"), IdentityConfig(identity_dim=8))
+        callback = IntrospectionCallback(IntrospectionArguments(identity_lr=1e-3, identity_do_sample=False,
+                                                                identity_max_new_tokens=6,
+                                                                identity_cache_implementation=cache))
+        assert callback._cache_kwargs(model) == ({"cache_implementation": "static"} if cache == "static" else {})
+        texts[cache] = callback.introspect(model, tokenizer())["text"]
+    assert texts["static"] == texts["dynamic"]
+    with pytest.raises(ValueError, match="identity_cache_implementation"):
+        IntrospectionCallback(IntrospectionArguments(identity_cache_implementation="paged"))._cache_kwargs(model)

@@ -107,6 +107,23 @@ def test_projection_reseeds_on_schedule_and_is_reproducible():
     assert a[0] == a[1] != a[2] == a[3] != a[4]
 
 
+def test_a_cached_projection_changes_memory_not_the_result():
+    """cache_projection keeps the drawn projection between refreshes: the same updates as redrawing it from its
+    seed each step, for r·min(m, n) more floats of state."""
+    def train(cached):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(5, 7))
+        opt = Apollo([{"params": [w], "rank": 3, "cache_projection": cached}], update_proj_gap=2)
+        for step in range(5):
+            w.grad = torch.randn(5, 7, generator=torch.Generator().manual_seed(step))
+            opt.step()
+        return w.detach(), opt.state[w]
+
+    (plain, seed_only), (cached, with_projection) = train(False), train(True)
+    assert torch.equal(plain, cached)
+    assert "proj" not in seed_only and with_projection["proj"].shape == (3, 5)
+
+
 def test_group_policy_plain_identity_and_peft():
     model = tiny_model("llama")
     groups = {k: [n for n, _ in v] for k, v in classify_parameters(model).items()}

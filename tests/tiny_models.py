@@ -64,6 +64,18 @@ def tokenizer():
     return tok
 
 
+def config_only_model(directory) -> str:
+    """A copy of the embedded default without its weights: loading it gives a seeded random init."""
+    import shutil
+    from pathlib import Path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(DEFAULT_MODEL) / name, directory / name)
+    return str(directory)
+
+
 def sample_ids(batch: int = 2, length: int = 12, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(2, VOCAB, (batch, length), generator=g)

@@ -1,4 +1,5 @@
-"""Package data: the embedded default model (config + tokenizer) and small corpora."""
+"""Package data: the embedded default model (a tiny Llama pretrained on the bundled Shakespeare) and small
+corpora."""
 
 from __future__ import annotations
 
@@ -7,11 +8,25 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(DATA_DIR / "default_model")
+# How configs and cards name the embedded default: the same on every machine (its directory is not), and never a
+# Hub id (a colon cannot be in one).
+DEFAULT_MODEL_ID = "hfself:default"
 CORPORA_DIR = DATA_DIR / "corpora"
 
 # Modules of the running interpreter's standard library used as the "python" corpus.
 STDLIB_MODULES = ("textwrap.py", "heapq.py", "bisect.py", "string.py", "functools.py", "json/__init__.py",
                   "json/decoder.py", "json/encoder.py", "fractions.py", "statistics.py", "shlex.py", "glob.py")
+
+
+def resolve_model(name_or_path: str) -> str:
+    """The directory of the embedded default for its id; any other Hub id or path as given."""
+    return DEFAULT_MODEL if str(name_or_path) == DEFAULT_MODEL_ID else str(name_or_path)
+
+
+def is_default_model(name_or_path: str | None) -> bool:
+    if not name_or_path:
+        return False
+    return str(name_or_path) == DEFAULT_MODEL_ID or Path(name_or_path).resolve() == Path(DEFAULT_MODEL).resolve()
 
 
 def corpus_text(name: str) -> str:

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from hfself import persist
+from hfself.arch import unwrap_model
 from hfself.sharding import is_sharded, reshard, updating_whole
 from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 
@@ -33,6 +34,11 @@ class IntrospectionArguments:
                                 metadata={"help": "EMA factor on the identity after each round (0: off)."})
     identity_do_sample: bool = field(default=True, metadata={"help": "Sample (True) or greedy-decode self-descriptions."})
     identity_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of self-descriptions."})
+    identity_cache_implementation: str = field(default="auto", metadata={
+        "help": "KV cache of the round's generation: 'static' (preallocated; on CUDA transformers also compiles "
+                "the decoding step), 'dynamic', or 'auto': static on an accelerator, dynamic on CPU (where a static "
+                "cache measured 11% slower, benchmarks/bench_identity.py). Sharded models and models without a "
+                "static cache use 'dynamic'."})
 
     def __post_init__(self):
         if self.identity_update_interval < 0:
@@ -98,6 +104,17 @@ class IntrospectionCallback(TrainerCallback):
 
     # ------------------------------------------------------------------ the round
 
+    def _cache_kwargs(self, model) -> dict:
+        wanted = self.args.identity_cache_implementation
+        lm = unwrap_model(model)
+        if wanted == "auto":
+            wanted = "dynamic" if lm.device.type == "cpu" else "static"
+        if wanted not in ("static", "dynamic"):
+            raise ValueError(f"identity_cache_implementation must be 'auto', 'static' or 'dynamic', got {wanted!r}")
+        if is_sharded(model) or not getattr(lm, "_can_compile_fullgraph", False):
+            wanted = "dynamic"
+        return {"cache_implementation": "static"} if wanted == "static" else {}  # else transformers' own cache
+
     def introspect(self, model, tokenizer, train_args=None, step: int = 0, is_main: bool = True) -> dict:
         """Run one introspection round now; returns the record that is logged."""
         block = self._block(model)
@@ -110,7 +127,7 @@ class IntrospectionCallback(TrainerCallback):
         if is_main or is_sharded(model):  # a sharded forward needs every rank; rank 0's text is used by all
             gen = model.generate(**prompt, max_new_tokens=self.args.identity_max_new_tokens,
                                  do_sample=self.args.identity_do_sample, temperature=self.args.identity_temperature,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, **self._cache_kwargs(model))
             ids = [gen[0, prompt["input_ids"].shape[1]:].tolist()]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast_object_list(ids, src=0)  # also where accelerate did not start the group

@@ -54,7 +54,7 @@ def build_optimizer(name: str, model, training_args=None, run_config: dict | Non
         if opts.apollo_scale is not None:
             apollo["scale"] = opts.apollo_scale
         apollo.update(update_proj_gap=opts.apollo_update_proj_gap, norm_growth_limit=opts.apollo_norm_growth_limit,
-                      seed=opts.apollo_seed)
+                      seed=opts.apollo_seed, cache_projection=opts.apollo_cache_projection)
     groups, summary = parameter_groups(model, learning_rate=lr, weight_decay=weight_decay, apollo=apollo,
                                        apollo_modules=opts.apollo_modules,
                                        identity_learning_rate=opts.identity_learning_rate)

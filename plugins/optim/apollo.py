@@ -12,10 +12,11 @@ plain AdamW in the same optimizer, so one state_dict holds everything; so do the
 parameters of a ranked group that are not matrices. That makes a plain Trainer
 work with ``optimizer_cls_and_kwargs=(Apollo, {"lr": 1e-3, "rank": 256})``:
 its two groups (decay, no decay) hold every parameter, and only the 2-D ones
-are projected. The
-projection is never stored: it is regenerated from an integer seed kept in the
-state, re-drawn every ``update_proj_gap`` steps from (seed, parameter index,
-refresh count), so it is the same on every rank and after a resume.
+are projected. By default
+the projection is never stored: it is regenerated from an integer seed kept in
+the state, re-drawn every ``update_proj_gap`` steps from (seed, parameter index,
+refresh count), so it is the same on every rank and after a resume
+(``cache_projection=True`` keeps it between refreshes: more memory, a faster step).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class Apollo(Optimizer):
     Group options (defaults in brackets): ``rank`` [None: plain AdamW; matrices only],
     ``scale_type`` ["channel" | "tensor"], ``scale`` [1.0; the update is
     multiplied by sqrt(scale), the paper uses 128 for APOLLO-Mini],
-    ``update_proj_gap`` [200], ``norm_growth_limit`` [1.01; 0 disables].
+    ``update_proj_gap`` [200], ``norm_growth_limit`` [1.01; 0 disables], ``cache_projection`` [False: the
+    projection is redrawn from its seed every step, so the state holds only the moments; True keeps it between
+    refreshes, r·min(m, n) more floats per matrix for a faster step].
 
         groups = [{"params": matrices, "rank": 1, "scale_type": "tensor", "scale": 128},
                   {"params": others, "weight_decay": 0.0}]
@@ -41,14 +44,15 @@ class Apollo(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, rank: int | None = None, scale_type: str = "channel",
-                 scale: float = 1.0, update_proj_gap: int = 200, norm_growth_limit: float = 1.01, seed: int = 0):
+                 scale: float = 1.0, update_proj_gap: int = 200, norm_growth_limit: float = 1.01, seed: int = 0,
+                 cache_projection: bool = False):
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid Apollo hyperparameters: lr={lr}, betas={betas}, eps={eps}")
         if scale_type not in ("channel", "tensor"):
             raise ValueError(f"scale_type must be 'channel' or 'tensor', got {scale_type!r}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, rank=rank,
                         scale_type=scale_type, scale=scale, update_proj_gap=update_proj_gap,
-                        norm_growth_limit=norm_growth_limit, seed=seed)
+                        norm_growth_limit=norm_growth_limit, seed=seed, cache_projection=cache_projection)
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ projection
@@ -79,74 +83,107 @@ class Apollo(Optimizer):
                 loss = closure()
         index = 0
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
+            plain = []  # AdamW's parameters of this group, updated together (foreach)
             for p in group["params"]:
                 index += 1
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("Apollo does not support sparse gradients")
-                grad = p.grad.float()
                 state = self.state[p]
-                projected = group["rank"] is not None and grad.dim() == 2  # other shapes: plain AdamW
+                projected = group["rank"] is not None and p.dim() == 2  # other shapes: plain AdamW
                 if not state:
                     state["step"] = torch.tensor(0.0)
                     if projected:
                         state["proj_seed"] = self._projection_seed(group, index, 0)
-                        state["update_norm"] = torch.tensor(0.0)
+                        state["update_norm"] = torch.zeros((), device=p.device)
                 state["step"] += 1
-                step = int(state["step"].item())
-
                 if projected:
-                    rank = min(group["rank"], *grad.shape)
-                    if (step - 1) % group["update_proj_gap"] == 0:
-                        state["proj_seed"] = self._projection_seed(group, index, (step - 1) // group["update_proj_gap"])
-                    proj = self.projection(grad.shape, rank, state["proj_seed"], grad.device)
-                    moment_input = self.project(grad, proj)  # (r, n) or (m, r)
+                    self._apollo_update(p, state, group, index)
                 else:
-                    moment_input = grad
-
-                if "exp_avg" not in state:
-                    state["exp_avg"] = torch.zeros_like(moment_input)
-                    state["exp_avg_sq"] = torch.zeros_like(moment_input)
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(moment_input, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(moment_input, moment_input, value=1 - beta2)
-                bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-                normalized = (exp_avg / bias1) / ((exp_avg_sq / bias2).sqrt() + group["eps"])
-
-                if projected:
-                    update = grad * self._scaling(normalized, moment_input, grad.shape, group["scale_type"])
-                    update = self._limit_growth(update, state, group["norm_growth_limit"])
-                    update = update * math.sqrt(group["scale"])
-                else:
-                    update = normalized
-
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update.to(p.dtype), alpha=-group["lr"])
+                    plain.append(p)
+            if plain:
+                self._adamw_update(plain, group)
         return loss
 
-    @staticmethod
-    def _scaling(normalized: torch.Tensor, projected: torch.Tensor, grad_shape: torch.Size,
-                 scale_type: str) -> torch.Tensor:
-        """How much Adam would stretch each channel (or the whole tensor), read off the projection."""
-        if scale_type == "tensor":
-            return normalized.norm() / (projected.norm() + 1e-8)
-        m, n = grad_shape
-        if m <= n:  # projected (r, n): one factor per column
-            return (normalized.norm(dim=0) / (projected.norm(dim=0) + 1e-8)).unsqueeze(0)
-        return (normalized.norm(dim=1) / (projected.norm(dim=1) + 1e-8)).unsqueeze(1)  # (m, r): per row
+    def _apollo_update(self, p: torch.Tensor, state: dict, group: dict, index: int) -> None:
+        """One APOLLO step of a matrix: Adam moments of its projection give a scaling per channel (or tensor), which
+        multiplies the raw gradient; the update's norm may grow at most ``norm_growth_limit``-fold per step. No
+        step reads a value back to the host."""
+        beta1, beta2 = group["betas"]
+        grad = p.grad if p.grad.dtype == torch.float32 else p.grad.float()  # (m, n)
+        step = int(state["step"].item())
+        rank = min(group["rank"], *grad.shape)
+        refresh = (step - 1) % group["update_proj_gap"] == 0
+        if refresh:
+            state["proj_seed"] = self._projection_seed(group, index, (step - 1) // group["update_proj_gap"])
+        proj = state.get("proj")
+        if proj is None or refresh:
+            proj = self.projection(grad.shape, rank, state["proj_seed"], grad.device)
+            if group.get("cache_projection"):
+                state["proj"] = proj  # r·min(m, n) floats kept, instead of redrawn every step
+        moment_input = self.project(grad, proj)  # (r, n) or (m, r)
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(moment_input)
+            state["exp_avg_sq"] = torch.zeros_like(moment_input)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(moment_input, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(moment_input, moment_input, value=1 - beta2)
+        denom = exp_avg_sq.sqrt().div_(math.sqrt(1 - beta2**step)).add_(group["eps"])
+        normalized = exp_avg.div(denom).div_(1 - beta1**step)  # Adam's step direction for the projection
+
+        m, n = grad.shape
+        if group["scale_type"] == "tensor":
+            scaling = normalized.norm() / (moment_input.norm() + 1e-8)  # ()
+        else:
+            dim = 0 if m <= n else 1  # (r, n): one factor per column; (m, r): one per row
+            scaling = (normalized.norm(dim=dim) / (moment_input.norm(dim=dim) + 1e-8)).unsqueeze(dim)
+        update = grad * scaling  # (m, n)
+        update.mul_(self._growth_factor(update.norm(), state, group["norm_growth_limit"]) * math.sqrt(group["scale"]))
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update.to(p.dtype), alpha=-group["lr"])
 
     @staticmethod
-    def _limit_growth(update: torch.Tensor, state: dict, limit: float) -> torch.Tensor:
-        norm = update.norm()
+    def _growth_factor(norm: torch.Tensor, state: dict, limit: float) -> torch.Tensor:
+        """Fira's limiter as a factor (1 or less) on the update, without a host sync: the update's norm may be at
+        most ``limit`` times the previous step's."""
         previous = state["update_norm"].to(norm.device)
-        if limit and previous > 0 and norm > limit * previous:
-            update = update * (limit * previous / norm)
-            norm = limit * previous
-        state["update_norm"] = norm.detach().to(state["update_norm"].device)
-        return update
+        if not limit:
+            state["update_norm"] = norm
+            return torch.ones_like(norm)
+        capped = (previous > 0) & (norm > limit * previous)
+        factor = torch.where(capped, limit * previous / norm.clamp_min(1e-30), torch.ones_like(norm))
+        state["update_norm"] = norm * factor
+        return factor
+
+    def _adamw_update(self, params: list[torch.Tensor], group: dict) -> None:
+        """AdamW on the non-projected parameters of a group, every tensor at once (``torch._foreach_*``); moments
+        in float32 whatever the parameters' dtype."""
+        beta1, beta2 = group["betas"]
+        grads = [p.grad if p.grad.dtype == torch.float32 else p.grad.float() for p in params]
+        states = [self.state[p] for p in params]
+        for state, grad in zip(states, grads):
+            if "exp_avg" not in state:
+                state["exp_avg"] = torch.zeros_like(grad)
+                state["exp_avg_sq"] = torch.zeros_like(grad)
+        exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        steps = [int(s["step"].item()) for s in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denoms = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denoms, [math.sqrt(1 - beta2**s) for s in steps])
+        torch._foreach_add_(denoms, group["eps"])
+        updates = torch._foreach_div(exp_avgs, denoms)
+        torch._foreach_mul_(updates, [-group["lr"] / (1 - beta1**s) for s in steps])
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        if all(p.dtype == torch.float32 for p in params):
+            torch._foreach_add_(params, updates)
+        else:
+            for p, update in zip(params, updates):
+                p.add_(update.to(p.dtype))
 
     # ------------------------------------------------------------------ introspection
 

@@ -20,5 +20,8 @@ class OptimArguments:
         "help": "Which matrices APOLLO scales: 'linear' (Linear/Conv1D weights except the output head, as in the "
                 "paper) or 'all_2d' (every 2-D parameter, embeddings included)."})
     apollo_seed: int = field(default=0, metadata={"help": "Seed of the random projections."})
+    apollo_cache_projection: bool = field(default=False, metadata={
+        "help": "Keep each projection between refreshes (r·min(m, n) more floats per matrix, a faster step) instead "
+                "of redrawing it from its seed every step."})
     identity_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the identity block's own group (default: learning_rate)."})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hfself.arch import cache_argument
+
 
 class TimeMixer(nn.Module):
     """Per-token routing weights over the domain adapters from a backbone hidden state.
@@ -83,7 +85,7 @@ class TokenMixing:
         if hidden.dim() > 3:  # (B, T, streams, d) hyper-connection streams (deepseek_v4): route on their mean
             hidden = hidden.flatten(2, -2).mean(2)
         self.weights = self.compute_weights(hidden)
-        cache = kwargs.get("past_key_values", kwargs.get("past_key_value"))
+        cache = cache_argument(kwargs)
         if (cache is not None and hasattr(cache, "get_seq_length") and self.history is not None
                 and self.history.shape[0] == hidden.shape[0] and not torch.is_grad_enabled()):
             keep = cache.get_seq_length() + hidden.shape[1]  # at least every position this sequence has cached
