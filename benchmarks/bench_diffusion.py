@@ -3,8 +3,8 @@
     python benchmarks/bench_diffusion.py                        # embedded default model, CPU
     python benchmarks/bench_diffusion.py --device cuda --model Qwen/Qwen2.5-0.5B --sample_steps 4 16
 
-Each row is MLP time ÷ diffusion time per interleaved round (< 1: the diffusion block is slower), median and
-IQR; each variant is built from the same base weights. The limit of the training step is 1.0 (a training step
+Each row is diffusion speed ÷ MLP speed (MLP time ÷ diffusion time) per interleaved round (< 1: the diffusion
+block is slower), median and IQR; each variant is built from the same base weights. The limit of the training step is 1.0 (a training step
 runs the block once either way, without sampling); the round has none (K denoising steps are the point).
 Writes outputs/benchmarks/diffusion_<device>.json (``--record``: benchmarks/results/).
 """
@@ -77,9 +77,9 @@ def main(argv=None):
     for name in variants:
         if name == "mlp":
             continue
-        report.add(compare(f"introspection round, MLP ÷ {name} time", rounds[name], rounds["mlp"], unit="s",
+        report.add(compare(f"introspection round speed, {name} ÷ MLP", rounds[name], rounds["mlp"], unit="s",
                            notes="K denoising steps per round"))
-        report.add(compare(f"training step, MLP ÷ {name} time", steps[name], steps["mlp"], unit="s", limit=1.0,
+        report.add(compare(f"training step speed, {name} ÷ MLP", steps[name], steps["mlp"], unit="s", limit=1.0,
                            limit_note="the block runs once per step either way"))
     return report.write(result_path(args, f"diffusion_{device.type}.json", args.out))
 

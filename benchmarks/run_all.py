@@ -8,7 +8,8 @@
 Each benchmark runs in its own process (one's memory and compiled graphs never touch the next) and writes its
 JSON; this script collects their rows into ``<preset>.md`` and ``<preset>.json`` under outputs/benchmarks/ (or,
 with ``--record``, under the tracked benchmarks/results/, also replacing the table between the
-``benchmarks:<preset>`` markers of README.md).
+``benchmarks:<preset>`` markers of README.md). With ``--only``, the table keeps the other benchmarks' latest
+results from the same folder.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def main(argv=None):
     folder.mkdir(parents=True, exist_ok=True)
 
     results, seconds = {}, {}
+    for name in PRESETS[args.preset]:  # with --only, the others' latest results in the folder stay in the table
+        previous = folder / f"{name}.json"
+        if name not in chosen and previous.exists():
+            results[name] = json.loads(previous.read_text(encoding="utf-8"))
     for index, (name, (script, script_args)) in enumerate(chosen.items(), 1):
         out = folder / f"{name}.json"
         print(f"[{index}/{len(chosen)}] {name}: {script} {' '.join(script_args)}", flush=True)
@@ -116,7 +121,7 @@ def main(argv=None):
     header = (f"Preset `{args.preset}`, git `{env['git'][:12]}`, {env['device_name']}, torch "
               f"{env['versions'].get('torch')}, transformers {env['versions'].get('transformers')}; "
               f"ratios are other ÷ base per interleaved round (> 1: faster), limits beside them.\n\n")
-    markdown = header + table(results)
+    markdown = header + table({name: results[name] for name in PRESETS[args.preset] if name in results})
     (folder / f"{args.preset}.md").write_text(markdown, encoding="utf-8")
     (folder / f"{args.preset}.json").write_text(json.dumps({"environment": env, "seconds": seconds,
                                                             "results": results}, indent=2) + "\n", encoding="utf-8")

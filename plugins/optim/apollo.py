@@ -175,15 +175,14 @@ class Apollo(Optimizer):
         denoms = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denoms, [math.sqrt(1 - beta2**s) for s in steps])
         torch._foreach_add_(denoms, group["eps"])
-        updates = torch._foreach_div(exp_avgs, denoms)
-        torch._foreach_mul_(updates, [-group["lr"] / (1 - beta1**s) for s in steps])
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
+        step_sizes = [-group["lr"] / (1 - beta1**s) for s in steps]
         if all(p.dtype == torch.float32 for p in params):
-            torch._foreach_add_(params, updates)
+            torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)  # p += step_size · m / denom, fused
         else:
-            for p, update in zip(params, updates):
-                p.add_(update.to(p.dtype))
+            for p, exp_avg, denom, step_size in zip(params, exp_avgs, denoms, step_sizes):
+                p.add_((exp_avg / denom).to(p.dtype), alpha=step_size)
 
     # ------------------------------------------------------------------ introspection
 
