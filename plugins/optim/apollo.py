@@ -63,15 +63,24 @@ class Apollo(Optimizer):
 
     @staticmethod
     def projection(shape: torch.Size, rank: int, seed: int, device, dtype=torch.float32) -> torch.Tensor:
-        """The random matrix P ~ N(0, 1/r): (r, m) when m <= n (rows projected), else (r, n)."""
+        """The random matrix P ~ N(0, 1/r) of shape (r, min(m, n)): it projects the rows when m < n, else the
+        columns."""
         m, n = shape
         generator = torch.Generator(device=device).manual_seed(seed)
         return torch.randn(rank, min(m, n), generator=generator, device=device, dtype=dtype) / math.sqrt(rank)
 
     @staticmethod
-    def project(grad: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
-        m, n = grad.shape
-        return proj @ grad if m <= n else grad @ proj.T  # (r, n) or (m, r)
+    def projects_rows(shape: torch.Size, state: dict) -> bool:
+        """Rows (P G, moments (r, n)) when m < n, else columns (G Pᵀ, moments (m, r)), as apollo-torch chooses (a
+        square matrix's per-row norms then read contiguous memory). A square matrix whose state already holds
+        (r, n) moments, saved before square matrices projected their columns, keeps its rows."""
+        m, n = shape
+        moments = state.get("exp_avg")
+        return m < n or (m == n and moments is not None and moments.shape[0] != m)
+
+    @staticmethod
+    def project(grad: torch.Tensor, proj: torch.Tensor, rows: bool) -> torch.Tensor:
+        return proj @ grad if rows else grad @ proj.T  # (r, n) or (m, r)
 
     # ------------------------------------------------------------------ step
 
@@ -122,7 +131,8 @@ class Apollo(Optimizer):
             proj = self.projection(grad.shape, rank, state["proj_seed"], grad.device)
             if group.get("cache_projection"):
                 state["proj"] = proj  # r·min(m, n) floats kept, instead of redrawn every step
-        moment_input = self.project(grad, proj)  # (r, n) or (m, r)
+        rows = self.projects_rows(grad.shape, state)
+        moment_input = self.project(grad, proj, rows)  # (r, n) or (m, r)
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(moment_input)
             state["exp_avg_sq"] = torch.zeros_like(moment_input)
@@ -132,11 +142,10 @@ class Apollo(Optimizer):
         denom = exp_avg_sq.sqrt().div_(math.sqrt(1 - beta2**step)).add_(group["eps"])
         normalized = exp_avg.div(denom).div_(1 - beta1**step)  # Adam's step direction for the projection
 
-        m, n = grad.shape
         if group["scale_type"] == "tensor":
             scaling = normalized.norm() / (moment_input.norm() + 1e-8)  # ()
         else:
-            dim = 0 if m <= n else 1  # (r, n): one factor per column; (m, r): one per row
+            dim = 0 if rows else 1  # (r, n): one factor per column; (m, r): one per row
             scaling = (normalized.norm(dim=dim) / (moment_input.norm(dim=dim) + 1e-8)).unsqueeze(dim)
         update = grad * scaling  # (m, n)
         update.mul_(self._growth_factor(update.norm(), state, group["norm_growth_limit"]) * math.sqrt(group["scale"]))
@@ -152,15 +161,16 @@ class Apollo(Optimizer):
         if not limit:
             state["update_norm"] = norm
             return torch.ones_like(norm)
-        capped = (previous > 0) & (norm > limit * previous)
-        factor = torch.where(capped, limit * previous / norm.clamp_min(1e-30), torch.ones_like(norm))
+        factor = torch.where(previous > 0, (limit * previous / norm).clamp(max=1.0), 1.0)  # norm 0: inf → 1
         state["update_norm"] = norm * factor
         return factor
 
     def _adamw_update(self, params: list[torch.Tensor], group: dict) -> None:
-        """AdamW on the non-projected parameters of a group, every tensor at once (``torch._foreach_*``); moments
-        in float32 whatever the parameters' dtype."""
+        """AdamW on the non-projected parameters of a group, moments in float32 whatever the parameters' dtype. On
+        an accelerator every tensor at once (``torch._foreach_*``); on CPU one at a time, where torch's foreach
+        kernels run single-threaded (torch's AdamW makes the same choice)."""
         beta1, beta2 = group["betas"]
+        lr, eps, decay = group["lr"], group["eps"], group["weight_decay"]
         grads = [p.grad if p.grad.dtype == torch.float32 else p.grad.float() for p in params]
         states = [self.state[p] for p in params]
         for state, grad in zip(states, grads):
@@ -169,20 +179,30 @@ class Apollo(Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(grad)
         exp_avgs, exp_avg_sqs = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
         steps = [int(s["step"].item()) for s in states]
+        step_sizes = [-lr / (1 - beta1**s) for s in steps]
+        if params[0].device.type == "cpu":
+            for p, grad, exp_avg, exp_avg_sq, step, step_size in zip(params, grads, exp_avgs, exp_avg_sqs, steps,
+                                                                     step_sizes):
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = exp_avg_sq.sqrt().div_(math.sqrt(1 - beta2**step)).add_(eps)
+                if decay:
+                    p.mul_(1 - lr * decay)
+                _add_adam_step(p, exp_avg, denom, step_size)
+            return
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         denoms = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denoms, [math.sqrt(1 - beta2**s) for s in steps])
-        torch._foreach_add_(denoms, group["eps"])
-        if group["weight_decay"]:
-            torch._foreach_mul_(params, 1 - group["lr"] * group["weight_decay"])
-        step_sizes = [-group["lr"] / (1 - beta1**s) for s in steps]
+        torch._foreach_add_(denoms, eps)
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
         if all(p.dtype == torch.float32 for p in params):
             torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)  # p += step_size · m / denom, fused
         else:
             for p, exp_avg, denom, step_size in zip(params, exp_avgs, denoms, step_sizes):
-                p.add_((exp_avg / denom).to(p.dtype), alpha=step_size)
+                _add_adam_step(p, exp_avg, denom, step_size)
 
     # ------------------------------------------------------------------ introspection
 
@@ -190,3 +210,11 @@ class Apollo(Optimizer):
         """Bytes held in optimizer state tensors (what a checkpoint stores)."""
         return sum(v.numel() * v.element_size() for st in self.state.values() for v in st.values()
                    if torch.is_tensor(v))
+
+
+def _add_adam_step(p: torch.Tensor, exp_avg: torch.Tensor, denom: torch.Tensor, step_size: float) -> None:
+    """p += step_size · exp_avg / denom (fused for float32 parameters)."""
+    if p.dtype == torch.float32:
+        p.addcdiv_(exp_avg, denom, value=step_size)
+    else:
+        p.add_((exp_avg / denom).to(p.dtype), alpha=step_size)
