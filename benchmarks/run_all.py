@@ -119,8 +119,9 @@ def main(argv=None):
 
     env = environment("cuda" if args.preset == "gpu" else "cpu", seed=0)
     header = (f"Preset `{args.preset}`, git `{env['git'][:12]}`, {env['device_name']}, torch "
-              f"{env['versions'].get('torch')}, transformers {env['versions'].get('transformers')}; "
-              f"ratios are other ÷ base per interleaved round (> 1: faster), limits beside them.\n\n")
+              f"{env['versions'].get('torch')}, transformers {env['versions'].get('transformers')}. Each row is "
+              f"other ÷ base per interleaved round, as its measure says: for speeds > 1 is faster, for times, "
+              f"bytes and losses < 1 is better.\n\n")
     markdown = header + table({name: results[name] for name in PRESETS[args.preset] if name in results})
     (folder / f"{args.preset}.md").write_text(markdown, encoding="utf-8")
     (folder / f"{args.preset}.json").write_text(json.dumps({"environment": env, "seconds": seconds,

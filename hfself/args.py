@@ -29,7 +29,7 @@ class RunArguments(ModelConfig):
     model_name_or_path: str = field(
         default=DEFAULT_MODEL_ID,
         metadata={"help": f"Hub id or local directory of a causal LM. Default: {DEFAULT_MODEL_ID}, the embedded tiny "
-                          "Llama pretrained on the bundled Shakespeare (a directory with a config and no weights "
+                          "Llama pretrained on Shakespeare and Python (a directory with a config and no weights "
                           "gives a seeded random init)."},
     )
     dtype: str | None = field(default="auto", metadata={"help": "auto (the checkpoint's own), bfloat16, float16 "

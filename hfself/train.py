@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,12 @@ from hfself.data import DEFAULT_MODEL_ID, is_default_model, resolve_model
 
 logger = logging.getLogger("hfself")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+# DeepSpeed (the deepspeed extra, part of dev) warns "unable to detect" a GPU on every run of a machine that has
+# none; on such a machine its CPU accelerator is the only one, so say so (a DS_ACCELERATOR already set wins).
+if not (torch.cuda.is_available() or (getattr(torch, "xpu", None) and torch.xpu.is_available())
+        or torch.backends.mps.is_available()):
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def has_weights(name_or_path: str) -> bool:

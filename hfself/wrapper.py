@@ -33,7 +33,7 @@ def base_reference(name_or_path: str | None) -> tuple[str | None, str]:
     if not name_or_path:
         return None, "unknown"
     if is_default_model(name_or_path):
-        return None, f"hfself's embedded default (`{DEFAULT_MODEL_ID}`, a tiny Llama pretrained on Shakespeare)"
+        return None, f"hfself's embedded default (`{DEFAULT_MODEL_ID}`, a tiny Llama pretrained on Shakespeare and Python)"
     if os.path.isabs(name_or_path) or Path(name_or_path).exists():
         return None, f"a local model ({Path(name_or_path).name})"
     return name_or_path, name_or_path

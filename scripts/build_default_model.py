@@ -1,8 +1,10 @@
 """Rebuild the embedded default (hfself/data/default_model): tokenizer, tiny config, pretrained weights.
 
 Run once by maintainers; the result ships as package data (about 5 MB). The model is a 1.3M-parameter
-Llama trained from scratch on the first 90% of the bundled Shakespeare corpus; the last 10% is held out,
-and its loss goes into the model card. Seeded; the same torch build gives the same weights.
+Llama trained from scratch on the first 90% of the bundled Shakespeare corpus and of hfself's "python"
+corpus (standard-library modules of the interpreter running it), so both of the temporal demo's domains
+are known to it; the last 10% of each is held out, and its loss goes into the model card. Seeded; the same
+torch build and Python version give the same weights.
 
     python scripts/build_default_model.py                       # train on the shipped tokenizer
     python scripts/build_default_model.py --rebuild_tokenizer   # also retrain the tokenizer first
@@ -29,6 +31,7 @@ OUT = DATA / "default_model"
 VOCAB_SIZE = 4096
 SPECIALS = ["<|endoftext|>", "<|pad|>"]
 HELD_OUT_SHARE = 0.1
+CORPORA = ("shakespeare", "python")
 
 
 def training_texts():
@@ -62,11 +65,17 @@ def build_config(tokenizer) -> LlamaConfig:
     )
 
 
-def corpus_tokens(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) token ids: the corpus split by characters at 90% on a line boundary."""
-    text = (DATA / "corpora" / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    cut = text.index("\n", int(len(text) * (1 - HELD_OUT_SHARE))) + 1
-    return tuple(torch.tensor(tokenizer(part)["input_ids"]) for part in (text[:cut], text[cut:]))
+def corpus_tokens(tokenizer) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """corpus -> (train, held-out) token ids: each corpus split by characters at 90%, as hfself's plugins split
+    it (``split_corpus``)."""
+    from hfself.data import corpus_text
+
+    out = {}
+    for name in CORPORA:
+        text = corpus_text(name)
+        cut = int(len(text) * (1 - HELD_OUT_SHARE))
+        out[name] = tuple(torch.tensor(tokenizer(part)["input_ids"]) for part in (text[:cut], text[cut:]))
+    return out
 
 
 @torch.no_grad()
@@ -117,23 +126,30 @@ def sample(model, tokenizer, prompt: str, seed: int = 0) -> str:
 
 def write_card(out: Path, report: dict) -> None:
     samples = "\n\n".join(f"```\n{s}\n```" for s in report["samples"])
+    losses = "\n".join(
+        f"| {name} | **{report['held_out_loss'][name]:.3f}** ({math.exp(report['held_out_loss'][name]):.1f}) | "
+        f"{report['train_loss'][name]:.3f} | {report['held_out_loss_at_init'][name]:.3f} |" for name in CORPORA)
     (out / "README.md").write_text(f"""---
 library_name: transformers
-tags: [hfself, tiny, shakespeare]
+tags: [hfself, tiny, shakespeare, python]
 ---
 
 # hfself embedded default
 
 A {report['parameters'] / 1e6:.1f}M-parameter Llama (4 layers, hidden 128, byte-level BPE of 4096 tokens)
-trained from scratch on the first 90% of tinyshakespeare by `scripts/build_default_model.py`:
-{report['steps']} steps of {report['batch_size']}×{report['seq_len']} tokens, AdamW with warm-up and cosine
-decay, {report['train_minutes']:.1f} minutes on {report['device']}. It exists so that hfself's demos and tests
-run offline on a model that speaks; it knows nothing but the corpus. hfself names it `hfself:default`.
+trained from scratch by `scripts/build_default_model.py` on the first 90% of tinyshakespeare and of hfself's
+"python" corpus (standard-library modules): {report['steps']} steps of {report['batch_size']}×{report['seq_len']}
+tokens, AdamW with warm-up and cosine decay, {report['train_minutes']:.1f} minutes on {report['device']}. It
+exists so that hfself's demos and tests run offline on a model that speaks; it knows nothing but these
+corpora. hfself names it `hfself:default`.
 
-- held-out loss (last 10% of the corpus): **{report['held_out_loss']:.3f} nats/token** (perplexity
-  {math.exp(report['held_out_loss']):.1f}; a random init scores {report['held_out_loss_at_init']:.3f})
-- loss on the first {report['held_out_tokens']} training tokens: {report['train_loss']:.3f} (it has seen the
-  corpus about {report['epochs']:.0f} times: the gap is memorization)
+Loss in nats per token on 128-token windows (perplexity in brackets). Held out: the last 10% of each corpus.
+Training: as many tokens from the start of the training part; it has seen the training text about
+{report['epochs']:.0f} times, and the gap is memorization.
+
+| corpus | held-out loss | training loss | random init |
+|---|---|---|---|
+{losses}
 
 Samples (top-k 40, temperature 0.8):
 
@@ -157,12 +173,13 @@ def main():
     tokenizer = build_tokenizer() if args.rebuild_tokenizer else AutoTokenizer.from_pretrained(OUT)
     if args.rebuild_tokenizer or out.resolve() != OUT.resolve():
         tokenizer.save_pretrained(out)
-    train_ids, held_out_ids = corpus_tokens(tokenizer)
-    print(f"tokens: {len(train_ids)} train, {len(held_out_ids)} held out")
+    splits = corpus_tokens(tokenizer)
+    print({name: f"{len(train)} train, {len(held)} held out" for name, (train, held) in splits.items()})
+    train_ids = torch.cat([train for train, _ in splits.values()])
 
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(build_config(tokenizer))
-    at_init = held_out_loss(model, held_out_ids, args.seq_len)
+    at_init = {name: held_out_loss(model, held, args.seq_len) for name, (_, held) in splits.items()}
     started = time.perf_counter()
     train(model, train_ids, args.steps, args.seq_len, args.batch_size, args.lr, args.seed)
     minutes = (time.perf_counter() - started) / 60
@@ -171,10 +188,13 @@ def main():
         "parameters": sum(p.numel() for p in model.parameters()), "steps": args.steps, "seq_len": args.seq_len,
         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "train_minutes": minutes,
         "device": f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
-        "held_out_loss_at_init": at_init, "held_out_loss": held_out_loss(model, held_out_ids, args.seq_len),
-        "train_loss": held_out_loss(model, train_ids[: len(held_out_ids)], args.seq_len),
-        "held_out_tokens": len(held_out_ids), "epochs": args.steps * args.batch_size * args.seq_len / len(train_ids),
-        "samples": [sample(model, tokenizer, p) for p in ("ROMEO:\n", "First Citizen:\nWe are")],
+        "held_out_loss_at_init": at_init,
+        "held_out_loss": {name: held_out_loss(model, held, args.seq_len) for name, (_, held) in splits.items()},
+        "train_loss": {name: held_out_loss(model, train[: len(held)], args.seq_len)
+                       for name, (train, held) in splits.items()},
+        "tokens": {name: {"train": len(train), "held_out": len(held)} for name, (train, held) in splits.items()},
+        "epochs": args.steps * args.batch_size * args.seq_len / len(train_ids),
+        "samples": [sample(model, tokenizer, p) for p in ("ROMEO:\n", "First Citizen:\nWe are", "def ")],
     }
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)

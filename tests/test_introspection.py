@@ -200,3 +200,22 @@ def test_a_round_generates_the_same_self_description_with_a_static_cache():
     assert texts["static"] == texts["dynamic"]
     with pytest.raises(ValueError, match="identity_cache_implementation"):
         IntrospectionCallback(IntrospectionArguments(identity_cache_implementation="paged"))._cache_kwargs(model)
+
+
+def test_the_main_job_prints_no_warning(tmp_path):
+    """What a newcomer sees: the README's main job (shortened) on the embedded default prints no warning, from
+    hfself or from a library hfself drives (Python's default warning filters, as a user has them)."""
+    import os
+    import subprocess
+    import sys
+
+    from recipes_path import RECIPES
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "DS_ACCELERATOR")}
+    done = subprocess.run([sys.executable, str(RECIPES / "identity_sft.py"), *FAST, "--output_dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    warnings = [line for line in output.splitlines() if "warn" in line.lower()]
+    assert not warnings, "\n".join(warnings)
+    assert "persona written to" in output

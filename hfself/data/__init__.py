@@ -1,5 +1,5 @@
-"""Package data: the embedded default model (a tiny Llama pretrained on the bundled Shakespeare) and small
-corpora."""
+"""Package data: the embedded default model (a tiny Llama pretrained on the Shakespeare and Python corpora)
+and small corpora."""
 
 from __future__ import annotations
 

@@ -275,7 +275,6 @@ class SpiralformerForCausalLM(PreTrainedModel):
         self.blocks = nn.ModuleList(SpiralBlock(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
-        self.register_buffer("silence_ids", torch.tensor(config.silence_token_ids, dtype=torch.long), persistent=False)
         self.post_init()
 
     def _init_weights(self, module):
@@ -291,7 +290,9 @@ class SpiralformerForCausalLM(PreTrainedModel):
 
     def key_keep(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T) bool: keys that may be attended, i.e. not silence glyphs and not padding."""
-        keep = ~torch.isin(input_ids, self.silence_ids.to(input_ids.device))
+        # from the config, not a buffer: from_pretrained leaves non-persistent buffers uninitialized
+        silence = torch.tensor(self.config.silence_token_ids, dtype=input_ids.dtype, device=input_ids.device)
+        keep = ~torch.isin(input_ids, silence)
         return keep if attention_mask is None else keep & attention_mask.bool()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
