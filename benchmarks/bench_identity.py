@@ -53,7 +53,7 @@ def build(args, device, dtype, identity: bool):
     return model
 
 
-class Trainer:
+class TrainStep:
     """One optimizer step per call; returns tokens/s."""
 
     def __init__(self, model, args, device):
@@ -120,22 +120,22 @@ def main(argv=None):
     step_s = None
 
     if "train" in rows:
-        sides = interleave({"base": Trainer(base, args, device), "identity": Trainer(identity, args, device)},
+        sides = interleave({"base": TrainStep(base, args, device), "identity": TrainStep(identity, args, device)},
                            args.rounds)
         report.add(compare("train tokens/s", sides["base"], sides["identity"], unit="tokens/s", **limit))
         step_s = [args.batch_size * args.seq_len / v for v in sides["identity"]]
     if "checkpointing" in rows:
         for model in (base, identity):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        sides = interleave({"base": Trainer(base, args, device), "identity": Trainer(identity, args, device)},
+        sides = interleave({"base": TrainStep(base, args, device), "identity": TrainStep(identity, args, device)},
                            args.rounds)
         for model in (base, identity):
             model.gradient_checkpointing_disable()
         report.add(compare("train tokens/s, gradient checkpointing", sides["base"], sides["identity"],
                            unit="tokens/s", **limit))
     if "compile" in rows:
-        sides = interleave({"base": Trainer(torch.compile(base), args, device),
-                            "identity": Trainer(torch.compile(identity), args, device)}, args.rounds, warmup=2)
+        sides = interleave({"base": TrainStep(torch.compile(base), args, device),
+                            "identity": TrainStep(torch.compile(identity), args, device)}, args.rounds, warmup=2)
         report.add(compare("train tokens/s, torch.compile", sides["base"], sides["identity"], unit="tokens/s",
                            **limit))
         torch._dynamo.reset()
@@ -147,7 +147,7 @@ def main(argv=None):
         report.add(compare("generate tokens/s (hooks kept)", sides["base"], sides["hooks"], unit="tokens/s", **limit))
     if "introspection" in rows:
         if step_s is None:
-            trainer = Trainer(identity, args, device)
+            trainer = TrainStep(identity, args, device)
             step_s = [args.batch_size * args.seq_len / trainer() for _ in range(args.rounds)]
         rounds = introspection_rounds(identity, args, device)
         report.add(compare("introspection round speed, static ÷ dynamic KV cache", rounds["static"],

@@ -123,6 +123,23 @@ def test_a_cached_projection_changes_memory_not_the_result():
     assert torch.equal(plain, cached)
     assert "proj" not in seed_only and with_projection["proj"].shape == (3, 5)
 
+    def resumed(steps_cached):  # a run that kept its projection, resumed without keeping it (across a refresh)
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(5, 7))
+        for step in range(5):
+            cached = step < steps_cached
+            if step in (0, steps_cached):
+                state = opt.state_dict() if step else None
+                opt = Apollo([{"params": [w], "rank": 3, "cache_projection": cached}], update_proj_gap=2)
+                if state:
+                    opt.load_state_dict(state)
+                    opt.param_groups[0]["cache_projection"] = cached
+            w.grad = torch.randn(5, 7, generator=torch.Generator().manual_seed(step))
+            opt.step()
+        return w.detach()
+
+    assert torch.equal(resumed(1), plain) and torch.equal(resumed(3), plain)
+
 
 def test_group_policy_plain_identity_and_peft():
     model = tiny_model("llama")

@@ -92,7 +92,7 @@ class Apollo(Optimizer):
                 loss = closure()
         index = 0
         for group in self.param_groups:
-            plain = []  # AdamW's parameters of this group, updated together (foreach)
+            plain = []  # this group's parameters that step as AdamW, updated after the loop
             for p in group["params"]:
                 index += 1
                 if p.grad is None:
@@ -126,11 +126,13 @@ class Apollo(Optimizer):
         refresh = (step - 1) % group["update_proj_gap"] == 0
         if refresh:
             state["proj_seed"] = self._projection_seed(group, index, (step - 1) // group["update_proj_gap"])
-        proj = state.get("proj")
+        proj = state.get("proj") if group.get("cache_projection") else None
         if proj is None or refresh:
             proj = self.projection(grad.shape, rank, state["proj_seed"], grad.device)
             if group.get("cache_projection"):
                 state["proj"] = proj  # r·min(m, n) floats kept, instead of redrawn every step
+            else:
+                state.pop("proj", None)  # e.g. resumed from a run that kept it
         rows = self.projects_rows(grad.shape, state)
         moment_input = self.project(grad, proj, rows)  # (r, n) or (m, r)
         if "exp_avg" not in state:
