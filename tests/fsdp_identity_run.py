@@ -26,6 +26,7 @@ def main(out_dir: Path, block: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     base, tokenizer = load_causal_lm(DEFAULT_MODEL, attn_implementation="eager")
+    torch.manual_seed(0)  # as a recipe's set_seed: every rank builds the same identity block (each starts unseeded)
     persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8, init_std=0.5, block=block))
     ids = sample_ids()
     replica = copy.deepcopy(persona)  # the same run, unsharded, in this process

@@ -126,14 +126,13 @@ def test_a_cached_projection_changes_memory_not_the_result():
     def resumed(steps_cached):  # a run that kept its projection, resumed without keeping it (across a refresh)
         torch.manual_seed(0)
         w = torch.nn.Parameter(torch.randn(5, 7))
+        opt = Apollo([{"params": [w], "rank": 3, "cache_projection": True}], update_proj_gap=2)
         for step in range(5):
-            cached = step < steps_cached
-            if step in (0, steps_cached):
-                state = opt.state_dict() if step else None
-                opt = Apollo([{"params": [w], "rank": 3, "cache_projection": cached}], update_proj_gap=2)
-                if state:
-                    opt.load_state_dict(state)
-                    opt.param_groups[0]["cache_projection"] = cached
+            if step == steps_cached:
+                state = opt.state_dict()
+                opt = Apollo([{"params": [w], "rank": 3}], update_proj_gap=2)
+                opt.load_state_dict(state)
+                opt.param_groups[0]["cache_projection"] = False  # load_state_dict restored the saved group's True
             w.grad = torch.randn(5, 7, generator=torch.Generator().manual_seed(step))
             opt.step()
         return w.detach()

@@ -210,9 +210,12 @@ def test_recipe_resumes_each_stage(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_ddp_two_ranks_identical(tmp_path):
+    from tiny_models import config_only_model
+
     fast = [a if a != "60" else "4" for a in FAST]
-    ranks = run_two_ranks("ddp_temporal_run.py", [*fast, "--pretrain_steps", "2", "--output_dir", str(tmp_path)],
-                          tmp_path, 29547)
+    base = config_only_model(tmp_path / "base")  # a backbone without weights: warmed up, and saved with the model
+    ranks = run_two_ranks("ddp_temporal_run.py", [*fast, "--pretrain_steps", "2", "--model_name_or_path", base,
+                                                  "--output_dir", str(tmp_path)], tmp_path, 29547)
     assert any(k.startswith("mixer.") for k in ranks)
     assert (tmp_path / "model" / "backbone.safetensors").exists()  # the warmed-up backbone is saved
 
