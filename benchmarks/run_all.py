@@ -1,6 +1,6 @@
 """Run every benchmark of a preset and write one table: markdown + JSON.
 
-    python benchmarks/run_all.py --preset cpu-small              # about 15 minutes on a 2-core CPU
+    python benchmarks/run_all.py --preset cpu-small              # about 8 minutes on a 2-core CPU
     python benchmarks/run_all.py --preset gpu                    # one GPU (1B/8B shapes)
     python benchmarks/run_all.py --preset cpu-small --record     # into benchmarks/results/ and the README table
     python benchmarks/run_all.py --preset cpu-small --only anima,spiral
