@@ -23,7 +23,8 @@ import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from harness import Report, add_record_flag, compare, interleave, result_path, timed
+from harness import (Report, add_record_flag, attention_macs_per_token, compare, interleave, result_path, timed,
+                     weights_per_token)
 from hfself.data import DEFAULT_MODEL
 from hfself_plugins.anima import AnimaRuntime
 
@@ -41,14 +42,11 @@ PRESETS = {
 def decode_limit(model, d_sae: int, context: int) -> dict:
     """model ÷ (model + SAE) per decoded token, in bytes read and in FLOPs, for this shape."""
     config = model.config
-    weights = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)  # one row read
-    if config.tie_word_embeddings:
-        weights += model.lm_head.weight.numel()
+    weights = weights_per_token(model)
     kv_width = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
     kv_cache = 2 * config.num_hidden_layers * context * kv_width  # K and V of every position, read each step
-    attention_flops = 2 * 2 * config.num_hidden_layers * context * config.hidden_size  # q·K and p·V
     sae = 2 * config.hidden_size * d_sae  # encoder and decoder matrices
-    model_bytes, model_flops = weights + kv_cache, 2 * weights + attention_flops
+    model_bytes, model_flops = weights + kv_cache, 2 * (weights + attention_macs_per_token(config, context))
     return {"bytes": model_bytes / (model_bytes + sae), "flops": model_flops / (model_flops + 2 * sae),
             "model_weights": weights, "sae_weights": sae}
 

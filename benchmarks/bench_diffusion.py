@@ -4,8 +4,9 @@
     python benchmarks/bench_diffusion.py --device cuda --model Qwen/Qwen2.5-0.5B --sample_steps 4 16
 
 Each row is diffusion speed ÷ MLP speed (MLP time ÷ diffusion time) per interleaved round (< 1: the diffusion
-block is slower), median and IQR; each variant is built from the same base weights. The limit of the training step is 1.0 (a training step
-runs the block once either way, without sampling); the round has none (K denoising steps are the point).
+block is slower), median and IQR; each variant is built from the same base weights. The limit of the
+training step is 1.0 (a training step runs the block once either way, without sampling); the round has none
+(K denoising steps are the point).
 Writes outputs/benchmarks/diffusion_<device>.json (``--record``: benchmarks/results/).
 """
 

@@ -25,7 +25,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from harness import Report, add_record_flag, compare, interleave, result_path, timed
+from harness import (Report, add_record_flag, attention_macs_per_token, compare, interleave, result_path, timed,
+                     weights_per_token)
 from hfself.data import corpus_text
 from hfself.train import load_causal_lm
 from hfself_plugins.temporal import TemporalLoraConfig, TemporalLoraForCausalLM
@@ -109,17 +110,14 @@ def lora_share(model, seq_len: int) -> float:
 
     lora = sum(layer.r[name] * (layer.in_features + layer.out_features)
                for layer in model.lm.modules() if isinstance(layer, LoraLayer) for name in layer.r)
-    config = model.lm.config
-    backbone = sum(p.numel() for n, p in model.lm.named_parameters() if "lora_" not in n and "embed_tokens" not in n)
-    if getattr(config, "tie_word_embeddings", False):
-        backbone += model.lm.get_output_embeddings().weight.numel()
-    backbone += 2 * config.num_hidden_layers * (seq_len / 2) * config.hidden_size  # attention over the context
+    backbone = weights_per_token(model.lm, skip=("lora_",)) + attention_macs_per_token(model.lm.config, seq_len / 2)
     mixer = sum(p.numel() for p in model.mixer.parameters())
     return (lora + mixer) / backbone
 
 
 def fresh_model(args, device) -> TemporalLoraForCausalLM:
-    """Untrained adapters (B drawn non-zero) on the preset's backbone: a forward costs what a trained one does."""
+    """Untrained adapters on the preset's backbone: a forward costs what a trained one does (every adapter runs,
+    whatever its values)."""
     if args.preset == "default":
         backbone, _ = load_causal_lm("hfself:default")
     else:

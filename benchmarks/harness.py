@@ -134,6 +134,21 @@ def single(metric: str, value: float, *, unit: str = "", limit: float | None = N
     return Row(metric, unit, spread([1.0]), one, one, True, limit, limit_note, True, notes)
 
 
+def weights_per_token(lm, skip: tuple[str, ...] = ()) -> int:
+    """Weights a causal LM multiplies for each token: every parameter but the embedding table (one row is read),
+    plus the output head when it is tied to that table; names containing a ``skip`` string left out."""
+    weights = sum(p.numel() for n, p in lm.named_parameters()
+                  if "embed_tokens" not in n and not any(part in n for part in skip))
+    if getattr(lm.config, "tie_word_embeddings", False):
+        weights += lm.get_output_embeddings().weight.numel()
+    return weights
+
+
+def attention_macs_per_token(config, context: float) -> float:
+    """Multiply-adds of one token's attention over ``context`` positions: q·K and p·V in every layer."""
+    return 2 * config.num_hidden_layers * context * config.hidden_size
+
+
 def git_revision() -> str:
     try:
         root = Path(__file__).resolve().parents[1]
