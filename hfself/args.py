@@ -41,10 +41,14 @@ class RunArguments(ModelConfig):
     optimizer: str | None = field(default=None,
                                   metadata={"help": "Optimizer by registered name (default: Trainer's own)."})
     corpus: str = field(default="shakespeare",
-                        metadata={"help": "'shakespeare', 'python', a text file, or a datasets id/path (see dataset_name)."})
-    dataset_name: str | None = field(default=None,
-                                     metadata={"help": "A datasets id or local path; overrides corpus."})
-    text_column: str = field(default="text", metadata={"help": "Text column of dataset_name."})
+                        metadata={"help": "'shakespeare', 'python', 'neutral' or a text file (see dataset_name)."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "Training data, overriding corpus: a bundled persona (hfself:wren), a .jsonl/.json/.parquet/.csv/"
+                ".txt file, a datasets folder, or a Hub id; TRL's formats: messages (loss on assistant turns), "
+                "prompt + completion (loss on the completion), or text."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of dataset_name."})
+    text_column: str = field(default="text", metadata={
+        "help": "The data column of dataset_name when it is not TRL's name (a list of messages or plain text)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training examples."})
     chunk_chars: int = field(default=512, metadata={"help": "Characters per example when chunking a corpus."})
     seed_model: int = field(default=0, metadata={"help": "Seed for random init when the model has no weights."})

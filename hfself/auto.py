@@ -30,6 +30,16 @@ import types
 import warnings
 from functools import cache
 
+LOADER_MODULE = "modeling_hfself"  # written beside an hfself model's config.json (hfself.wrapper.write_loader_module)
+
+
+def auto_map(config_name: str, model_name: str) -> dict[str, str]:
+    """The ``auto_map`` an hfself model's config carries. With hfself imported it changes nothing (the classes are
+    registered); tools that read it (TRL's reference model, ``trust_remote_code=True`` in a program that never
+    imports hfself) reach hfself's classes through :data:`LOADER_MODULE`."""
+    return {"AutoConfig": f"{LOADER_MODULE}.{config_name}", "AutoModelForCausalLM": f"{LOADER_MODULE}.{model_name}"}
+
+
 # entry-point group -> (transformers module whose name table gets the entry, the table)
 GROUPS = {
     "hfself.auto_config": ("transformers.models.auto.configuration_auto", "CONFIG_MAPPING_NAMES"),

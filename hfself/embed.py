@@ -17,6 +17,20 @@ def masked_mean(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
 
+def with_blanks_as_zero(texts: list[str], encode) -> torch.Tensor:
+    """``encode`` on the texts that hold something; zero rows for the blank ones (a degenerate generation is a
+    measured outcome, not a crash)."""
+    texts = list(texts)
+    kept = [i for i, t in enumerate(texts) if t and t.strip()]
+    if not kept:
+        width = encode(["."]).shape[-1]
+        return torch.zeros(len(texts), width)
+    vectors = encode([texts[i] for i in kept])
+    out = vectors.new_zeros(len(texts), vectors.shape[-1])
+    out[kept] = vectors
+    return out
+
+
 class LMEmbedder:
     """Pool a causal LM's hidden states (``layer`` index into ``hidden_states``, default last)."""
 
@@ -26,6 +40,11 @@ class LMEmbedder:
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
+        """(N, D); a blank text (an empty or whitespace-only generation) is the zero vector: it says nothing, and its
+        cosine to anything is 0."""
+        return with_blanks_as_zero(texts, self._encode)
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
         out = []
         for i in range(0, len(texts), self.batch_size):
@@ -57,7 +76,9 @@ class SentenceEmbedder:
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
-        return self.model.encode(list(texts), convert_to_tensor=True, show_progress_bar=False).float().cpu()
+        """(N, D); a blank text is the zero vector, as in :class:`LMEmbedder`."""
+        return with_blanks_as_zero(texts, lambda t: self.model.encode(
+            list(t), convert_to_tensor=True, show_progress_bar=False).float().cpu())
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

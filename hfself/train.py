@@ -20,7 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from hfself import plugins
-from hfself.data import DEFAULT_MODEL_ID, is_default_model, resolve_model
+from hfself.data import resolve_model
 
 logger = logging.getLogger("hfself")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -51,7 +51,9 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str | None = None,
                    attn_implementation: str | None = None, seed: int = 0, device_map=None, **from_pretrained):
     """Load (model, tokenizer); a config-only directory gives a seeded random init. ``from_pretrained`` keyword
     arguments (``revision``, ``quantization_config``) go to ``AutoModelForCausalLM.from_pretrained``."""
-    default = is_default_model(name_or_path)
+    from hfself.named_models import id_of
+
+    named = id_of(name_or_path)
     name_or_path = resolve_model(name_or_path)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     revision = {"revision": from_pretrained["revision"]} if from_pretrained.get("revision") else {}
@@ -68,8 +70,8 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype | str | None = None,
             dtype = None if dtype == "auto" else getattr(torch, dtype)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
         model.config.name_or_path = str(name_or_path)
-    if default:  # personas and cards name it by its id, not by this machine's path
-        model.config.name_or_path = tokenizer.name_or_path = DEFAULT_MODEL_ID
+    if named:  # personas and cards name it by its id, not by this machine's path
+        model.config.name_or_path = tokenizer.name_or_path = named
     return model, tokenizer
 
 
@@ -192,22 +194,28 @@ def write_run_card(trainer, model_name: str | None = None, dataset_name: str | N
     card.save(str(Path(trainer.args.output_dir) / "README.md"))
 
 
-def text_dataset(run_args, split_seed: int = 0):
-    """The training set of a recipe as a ``datasets.Dataset`` with a ``text`` column."""
-    from datasets import Dataset, load_dataset
+def training_dataset(run_args, split_seed: int = 0):
+    """A recipe's training set as read (:func:`hfself.training_data.load_training_data`: ``dataset_name``, else
+    ``corpus``), refused before any model is loaded when there is nothing to train on."""
+    from hfself.training_data import check_has_text, load_training_data
 
-    from hfself.data import corpus_text, text_chunks
-
-    if run_args.dataset_name:
-        ds = load_dataset(run_args.dataset_name, split="train")
-        if run_args.text_column != "text":
-            ds = ds.rename_column(run_args.text_column, "text")
-    else:
-        ds = Dataset.from_dict({"text": text_chunks(corpus_text(run_args.corpus), run_args.chunk_chars)})
-    if len(ds) == 0 or not any(str(t).strip() for t in ds.select(range(min(len(ds), 1000)))["text"]):
-        raise ValueError(f"the training data ({run_args.dataset_name or run_args.corpus}) has no text to train on")
+    source = run_args.dataset_name or run_args.corpus
+    ds = load_training_data(source, split=run_args.dataset_split, text_column=run_args.text_column,
+                            chunk_chars=run_args.chunk_chars)
+    check_has_text(ds, source)
     if run_args.max_train_samples:
         ds = ds.shuffle(seed=split_seed).select(range(min(run_args.max_train_samples, len(ds))))
+    return ds
+
+
+def sft_dataset(ds, tokenizer, max_length: int | None):
+    """What SFTTrainer gets: conversational data pre-tokenized with the loss on assistant turns only
+    (:func:`hfself.training_data.tokenize_conversations`); prompt-completion and text data as they are (TRL puts the
+    loss on the completion, or on every token)."""
+    from hfself.training_data import dataset_format, tokenize_conversations
+
+    if dataset_format(ds) == "conversational":
+        return tokenize_conversations(ds, tokenizer, max_length)
     return ds
 
 

@@ -68,6 +68,30 @@ def without_local_paths(config_file: Path) -> None:
             "base_model=... (or push the base and set its Hub id)", base, Path(base).name)
 
 
+def write_loader_module(directory: Path, config_cls: type, model_cls: type) -> None:
+    """``modeling_hfself.py``, which the config's ``auto_map`` (:func:`hfself.auto.auto_map`) names: it imports
+    hfself's classes (which registers them), or fails naming hfself and ``hfself export``."""
+    from hfself import persist
+    from hfself.auto import LOADER_MODULE
+
+    module = config_cls.__module__.rsplit(".", 1)[0]
+    text = f'''"""This folder holds an hfself model (https://github.com/hfself/hfself); transformers alone cannot build it.
+
+With hfself installed: ``import hfself`` before loading, or pass ``trust_remote_code=True`` (this file then
+imports it). To get a plain transformers model that any tool loads: ``hfself export <this folder> <out>``.
+"""
+
+try:
+    from {module} import {config_cls.__name__}, {model_cls.__name__}  # noqa: F401
+except ImportError as err:
+    raise ImportError(
+        "this folder is an hfself model ({model_cls.__name__}): install hfself to load it (pip install hfself), "
+        "or export it once with hfself to a plain transformers model: hfself export <this folder> <out>"
+    ) from err
+'''
+    persist.atomic_write_bytes(directory / f"{LOADER_MODULE}.py", text.encode("utf-8"))
+
+
 class LMWrapper(PreTrainedModel):
     base_model_prefix = "lm"
     main_input_name = "input_ids"

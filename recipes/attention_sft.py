@@ -35,7 +35,7 @@ from trl import SFTConfig, SFTTrainer
 
 from hfself.args import ConfigError, RunArguments, flat_config, parse_args
 from hfself.train import (bind_callbacks, has_weights, load_causal_lm, load_run_model, prepare_model,
-                          resume_argument, text_dataset, trainer_kwargs, warm_up)
+                          resume_argument, trainer_kwargs, training_dataset, warm_up)
 from hfself_plugins.attention import (AttentionArguments, AttentionProbe, DreamArguments, conversation_text,
                                       listening_conversations)
 from hfself_plugins.optim import OptimArguments
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None):
         if sft.resume_from_checkpoint and (out / "before").exists():
             model, tokenizer = load_causal_lm(str(out / "before"), attn_implementation=run.attn_implementation)
         else:
-            warm_up(model, tokenizer, text_dataset(run, sft.seed), sft, recipe.pretrain_steps,
+            warm_up(model, tokenizer, training_dataset(run, sft.seed), sft, recipe.pretrain_steps,
                     recipe.pretrain_learning_rate)
             if sft.process_index == 0:
                 model.save_pretrained(out / "before")

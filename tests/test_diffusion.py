@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from ddp import run_two_ranks
-from recipes_path import add_recipes_to_path
+from recipes_path import TINY_IDENTITY, add_recipes_to_path
 from tiny_models import sample_ids, tiny_model, tokenizer
 
 from hfself import IdentityConfig, IdentityForCausalLM
@@ -23,7 +23,7 @@ add_recipes_to_path()
 import identity_sft  # noqa: E402
 
 ARCHS = ["llama", "gpt2", "qwen2", "gpt_neox"]
-FAST = ["--max_steps", "8", "--identity_update_interval", "2", "--identity_max_new_tokens", "6",
+FAST = [*TINY_IDENTITY, "--max_steps", "8", "--identity_update_interval", "2", "--identity_max_new_tokens", "6",
         "--max_length", "64", "--per_device_train_batch_size", "4", "--max_train_samples", "64",
         "--logging_steps", "2", "--save_steps", "4", "--warmup_steps", "0", "--identity_block", "diffusion"]
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from recipes_path import add_recipes_to_path
+from recipes_path import TINY_IDENTITY, add_recipes_to_path
 from tiny_models import tiny_model, tokenizer
 
 from hfself import IdentityConfig, IdentityForCausalLM
@@ -134,7 +134,7 @@ def test_unknown_measure_is_refused():
 
 
 def test_hfself_eval_on_the_main_jobs_persona(tmp_path):
-    identity_sft.main(["--max_steps", "4", "--save_steps", "2", "--identity_update_interval", "2",
+    identity_sft.main([*TINY_IDENTITY, "--max_steps", "4", "--save_steps", "2", "--identity_update_interval", "2",
                        "--identity_max_new_tokens", "4", "--max_train_samples", "32",
                        "--per_device_train_batch_size", "4", "--max_length", "64", "--output_dir", str(tmp_path)])
     config = tmp_path / "eval.yaml"
@@ -154,7 +154,7 @@ def test_eval_callback_logs_during_training(tmp_path):
     cb = EvalCallback(EvalArguments(measures=["perplexity", "safety"], **FAST_EVAL), every=2)
     from hfself.train import bind_callbacks
 
-    trainer = identity_sft.main(["--max_steps", "4", "--identity_update_interval", "0", "--max_train_samples", "16",
+    trainer = identity_sft.main([*TINY_IDENTITY, "--max_steps", "4", "--identity_update_interval", "0", "--max_train_samples", "16",
                                  "--per_device_train_batch_size", "4", "--max_length", "64", "--save_steps", "100",
                                  "--output_dir", str(tmp_path), "--callbacks", "eval"])
     logged = [e for e in trainer.state.log_history if "persona/perplexity" in e]

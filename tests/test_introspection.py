@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from ddp import run_two_ranks
-from recipes_path import add_recipes_to_path
+from recipes_path import TINY_IDENTITY, add_recipes_to_path
 
 from hfself import IdentityForCausalLM
 from hfself.persist import load_tensors
@@ -14,7 +14,7 @@ from hfself.persist import load_tensors
 add_recipes_to_path()
 import identity_sft  # noqa: E402
 
-FAST = ["--max_steps", "8", "--identity_update_interval", "2", "--identity_max_new_tokens", "6",
+FAST = [*TINY_IDENTITY, "--max_steps", "8", "--identity_update_interval", "2", "--identity_max_new_tokens", "6",
         "--max_length", "64", "--per_device_train_batch_size", "4", "--max_train_samples", "64",
         "--logging_steps", "2", "--save_steps", "4", "--warmup_steps", "0"]
 

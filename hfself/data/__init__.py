@@ -19,8 +19,14 @@ STDLIB_MODULES = ("textwrap.py", "heapq.py", "bisect.py", "string.py", "functool
 
 
 def resolve_model(name_or_path: str) -> str:
-    """The directory of the embedded default for its id; any other Hub id or path as given."""
-    return DEFAULT_MODEL if str(name_or_path) == DEFAULT_MODEL_ID else str(name_or_path)
+    """The directory of an ``hfself:`` id (:mod:`hfself.named_models`); any other Hub id or path as given."""
+    if str(name_or_path) == DEFAULT_MODEL_ID:
+        return DEFAULT_MODEL
+    if str(name_or_path).startswith("hfself:"):
+        from hfself.named_models import resolve
+
+        return resolve(name_or_path)
+    return str(name_or_path)
 
 
 def is_default_model(name_or_path: str | None) -> bool:
@@ -31,17 +37,19 @@ def is_default_model(name_or_path: str | None) -> bool:
 
 def corpus_text(name: str) -> str:
     """Text of a bundled corpus ("shakespeare"; "neutral": plain everyday sentences written for hfself,
-    one per line) or of the Python standard library ("python")."""
+    one per line; "everyday": paragraphs of plain prose written for hfself, held out from every bundled training
+    set) or of the Python standard library ("python")."""
     if name == "shakespeare":
         return (CORPORA_DIR / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    if name == "neutral":
-        return (CORPORA_DIR / "neutral.txt").read_text(encoding="utf-8")
+    if name in ("neutral", "everyday"):  # everyday: plain prose that no bundled training set holds (evals)
+        return (CORPORA_DIR / f"{name}.txt").read_text(encoding="utf-8")
     if name == "python":
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         return "\n\n".join((stdlib / m).read_text(encoding="utf-8") for m in STDLIB_MODULES if (stdlib / m).exists())
     path = Path(name)
     if not path.is_file():
-        raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python', 'neutral' or a path to a text file")
+        raise ValueError(f"unknown corpus {name!r}: use 'shakespeare', 'python', 'neutral', 'everyday' or a path "
+                         "to a text file")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")

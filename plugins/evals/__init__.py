@@ -10,7 +10,7 @@ from hfself import hookimpl
 from hfself.lazy import lazy_exports
 
 _EXPORTS = {"EvalArguments": ".config", "MEASURES": ".config", "EvalCallback": ".callbacks",
-            "load_metric": ".analysis", "METRIC_NAMES": ".analysis"}
+            "load_metric": ".analysis", "METRIC_NAMES": ".analysis", "lm_eval_tasks": ".analysis"}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import re
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -22,8 +24,9 @@ from tqdm.auto import tqdm
 from hfself import persist
 from hfself.data import corpus_text, text_chunks
 from hfself.embed import LMEmbedder
-from hfself.text import generate_texts, perturb
 from hfself.plotting import pyplot, save_figure
+from hfself.text import answer_questions, encode_prompt, generate_texts, perturb
+from hfself.training_data import is_bundled_persona, persona_card, questions
 
 from .config import EvalArguments
 
@@ -110,13 +113,87 @@ def challenges(path: str | None) -> list[dict]:
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
-def measure_perplexity(persona, tokenizer, args: EvalArguments) -> dict:
+def heldout_texts(args: EvalArguments) -> list[str]:
+    """The perplexity texts: all of ``everyday`` (no bundled data trains on it), else the last 10% of the corpus."""
     text = corpus_text(args.heldout_corpus)
-    texts = text_chunks(text[int(0.9 * len(text)):], 600, args.heldout_texts)
+    held = text if args.heldout_corpus == "everyday" else text[int(0.9 * len(text)):]
+    return text_chunks(held, 600, args.heldout_texts)
+
+
+def measure_perplexity(persona, tokenizer, args: EvalArguments) -> dict:
+    """Perplexity of the persona and of its base on the same held-out tokens (a plain model: the base alone)."""
+    texts = heldout_texts(args)
     persona_nll, counts = summed_nll(persona, tokenizer, texts, args.max_length)
+    if not hasattr(persona, "identity_disabled"):
+        return {"perplexity_base": math.exp(sum(persona_nll) / sum(counts)), "tokens": sum(counts)}
     with persona.identity_disabled() as base:
         base_nll, _ = summed_nll(base, tokenizer, texts, args.max_length)
     return load_metric("perplexity_ratio").compute(predictions=persona_nll, references=base_nll, token_counts=counts)
+
+
+def is_degenerate(text: str) -> bool:
+    """Blank, or a loop: fewer than a third of its words distinct once it has six or more (e.g. "\\n\\n\\n",
+    "'ve've've...", "This This This")."""
+    words = re.findall(r"\w+|[^\w\s]+", text)
+    if not words:
+        return True
+    return len(words) >= 6 and len(set(words)) < len(words) / 3
+
+
+def adherence_markers(args: EvalArguments) -> list[str]:
+    if args.markers:
+        return list(args.markers)
+    if args.persona_data and is_bundled_persona(args.persona_data):
+        return persona_card(args.persona_data)["markers"]
+    raise ValueError("adherence needs markers: name a bundled persona (persona_data: hfself:wren) or give markers")
+
+
+def carries_persona(text: str, markers: list[str]) -> bool:
+    """The adherence rule: ``text`` holds one of the markers as a whole word, in any case."""
+    return any(re.search(rf"\b{re.escape(m)}\b", text, re.IGNORECASE) for m in markers)
+
+
+def measure_adherence(model, tokenizer, args: EvalArguments) -> dict:
+    """Share of held-out questions (asked through the chat template, answered greedily) whose answer carries the
+    persona (:func:`carries_persona`), and the share of degenerate answers (:func:`is_degenerate`)."""
+    if not args.persona_data:
+        raise ValueError("adherence needs the persona's held-out questions: set persona_data (e.g. hfself:wren)")
+    asked = questions(args.persona_data)
+    markers = adherence_markers(args)
+    answers = answer_questions(model, tokenizer, asked, args.answer_max_new_tokens)
+    hits = [carries_persona(a, markers) for a in answers]
+    bad = [is_degenerate(a) for a in answers]
+    return {"adherence": sum(hits) / len(hits), "degenerate": sum(bad) / len(bad), "markers": markers,
+            "questions": len(asked),
+            "answers": [{"question": q, "answer": a, "carries_persona": h} for q, a, h in zip(asked, answers, hits)]}
+
+
+def capability_items(path: str | None) -> list[dict]:
+    file = Path(path) if path else DATA / "capability.jsonl"
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@torch.no_grad()
+def measure_capability(model, tokenizer, args: EvalArguments) -> dict:
+    """Accuracy on a multiple-choice task: each choice scored as the assistant's answer to the question (summed
+    log-probability of its tokens after the chat prompt), the most likely one taken; chance is 1/len(choices)."""
+    device = next(model.parameters()).device
+    items = capability_items(args.capability_task)
+    correct, per_kind = [], {}
+    for item in items:
+        prompt = encode_prompt(tokenizer, item["question"])
+        scores = []
+        for choice in item["choices"]:
+            answer = tokenizer(choice, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt + answer], device=device)
+            logprobs = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float().log_softmax(-1)  # (A, V)
+            scores.append(logprobs.gather(-1, torch.tensor(answer, device=device)[:, None]).sum().item())
+        hit = max(range(len(scores)), key=scores.__getitem__) == item["answer"]
+        correct.append(hit)
+        per_kind.setdefault(item.get("kind", "all"), []).append(hit)
+    return {"accuracy": sum(correct) / len(correct), "items": len(items),
+            "chance": sum(1 / len(i["choices"]) for i in items) / len(items),
+            "per_kind": {k: sum(v) / len(v) for k, v in per_kind.items()}}
 
 
 def measure_consistency(persona, tokenizer, args: EvalArguments, sentence_embedder) -> dict:
@@ -129,7 +206,7 @@ def measure_consistency(persona, tokenizer, args: EvalArguments, sentence_embedd
     return {"lm": metric.compute(predictions=lm_vectors.tolist(), references=lm_target.expand_as(lm_vectors).tolist()),
             "sentence": metric.compute(predictions=st_vectors.tolist(),
                                        references=st_target.expand_as(st_vectors).tolist()),
-            "descriptions": descriptions}
+            "descriptions": descriptions, "degenerate": sum(map(is_degenerate, descriptions)) / len(descriptions)}
 
 
 def measure_persistence(persona, tokenizer, args: EvalArguments, sentence_embedder) -> dict:
@@ -199,25 +276,89 @@ def drift(args: EvalArguments, tokenizer, sentence_embedder) -> list[dict]:
     return curve
 
 
-def run(args: EvalArguments, persona=None, tokenizer=None, sentence_embedder=None) -> dict:
-    """Every measure in ``args.measures`` on the persona (loaded from ``args.persona`` if not given)."""
+LM_EVAL_TASK = "hfself_capability"
+
+
+def lm_eval_tasks(directory: str | Path | None = None, items: str | None = None) -> Path:
+    """A folder holding the capability task as an lm-eval task (``hfself_capability``, multiple choice, ``acc``),
+    for ``lm_eval --include_path <folder> --tasks hfself_capability`` or ``lm_eval.simple_evaluate(...,
+    task_manager=TaskManager(include_path=...))``; default folder: a temporary one."""
+    import tempfile
+
+    out = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="hfself-lm-eval-"))
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(items) if items else DATA / "capability.jsonl"
+    task = {"task": LM_EVAL_TASK, "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(data.resolve())}}, "test_split": "test",
+            "output_type": "multiple_choice", "doc_to_text": "Question: {{question}}\nAnswer:",
+            "doc_to_choice": "{{choices}}", "doc_to_target": "answer",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+    import yaml
+
+    (out / f"{LM_EVAL_TASK}.yaml").write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
+    return out
+
+
+BOTH_SIDES = ("consistency", "persistence", "stability", "adherence", "capability")  # also measured on the base
+
+
+@contextmanager
+def base_side(model):
+    """The base of a persona (its identity off); a plain model is its own base."""
+    with (model.identity_disabled() if hasattr(model, "identity_disabled") else nullcontext(model)) as base:
+        yield base
+
+
+def load(args: EvalArguments):
+    """(model, tokenizer): the persona (onto ``args.base`` when given, else the base its config names), or the base
+    alone when no persona is named."""
     from transformers import AutoTokenizer
 
-    from hfself.embed import SentenceEmbedder
+    from hfself.train import load_causal_lm
     from hfself_plugins.identity import IdentityForCausalLM
 
-    persona = persona or IdentityForCausalLM.from_pretrained(args.persona).eval()
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(args.persona)
-    sentence_embedder = sentence_embedder or SentenceEmbedder(args.embedder)
-    results: dict = {"persona": args.persona, "target_summary": args.target_summary}
-    steps = {"perplexity": lambda: measure_perplexity(persona, tokenizer, args),
-             "consistency": lambda: measure_consistency(persona, tokenizer, args, sentence_embedder),
-             "persistence": lambda: measure_persistence(persona, tokenizer, args, sentence_embedder),
-             "stability": lambda: measure_stability(persona, tokenizer, args, sentence_embedder),
-             "safety": lambda: measure_safety(persona, tokenizer, args)}
+    base, base_tokenizer = load_causal_lm(args.base) if args.base else (None, None)
+    if not args.persona:
+        return base.eval(), base_tokenizer
+    persona = IdentityForCausalLM.from_pretrained(args.persona, base_model=base).eval()
+    return persona, AutoTokenizer.from_pretrained(args.persona)
+
+
+def run(args: EvalArguments, persona=None, tokenizer=None, sentence_embedder=None) -> dict:
+    """Every measure in ``args.measures`` on the persona (loaded by :func:`load` if not given) and, for
+    :data:`BOTH_SIDES`, on its base too (``results["base"]``)."""
+    from hfself.embed import SentenceEmbedder
+
+    if persona is None:
+        persona, tokenizer = load(args)
+    elif tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.persona)
+    needs_embedder = {"consistency", "persistence", "stability"} & set(args.measures)
+    sentence_embedder = sentence_embedder or (SentenceEmbedder(args.embedder) if needs_embedder else None)
+    is_persona = hasattr(persona, "identity_disabled")
+    results: dict = {"persona": args.persona if is_persona else None, "base_model": args.base,
+                     "target_summary": args.target_summary, "base": {}}
+    steps = {"perplexity": lambda m: measure_perplexity(m, tokenizer, args),
+             "consistency": lambda m: measure_consistency(m, tokenizer, args, sentence_embedder),
+             "persistence": lambda m: measure_persistence(m, tokenizer, args, sentence_embedder),
+             "stability": lambda m: measure_stability(m, tokenizer, args, sentence_embedder),
+             "safety": lambda m: measure_safety(m, tokenizer, args),
+             "adherence": lambda m: measure_adherence(m, tokenizer, args),
+             "capability": lambda m: measure_capability(m, tokenizer, args)}
     for name in tqdm(args.measures, desc="measures"):
-        results[name] = steps[name]()
-    if "consistency" in args.measures and args.persona:
+        if name == "safety" and not is_persona:  # a gap between a persona and its base; nothing to compare alone
+            continue
+        if is_persona or name not in BOTH_SIDES:
+            results[name] = steps[name](persona)
+        if name in BOTH_SIDES:
+            with base_side(persona) as base:
+                results["base"][name] = steps[name](base)
+    if is_persona and "capability" in args.measures:
+        base_accuracy = results["base"]["capability"]["accuracy"]
+        results["capability"]["retention"] = results["capability"]["accuracy"] / base_accuracy if base_accuracy else None
+    if is_persona and "consistency" in args.measures and args.persona:
         results["drift"] = drift(args, tokenizer, sentence_embedder)
     return results
 
@@ -238,37 +379,70 @@ def write(results: dict, out_dir: str | Path) -> dict[str, Path]:
     return files
 
 
+def _sides(r: dict, name: str, value) -> tuple[str, str]:
+    """(persona cell, base cell) of a measure measured on both sides."""
+    persona = value(r[name]) if name in r else "–"
+    base = value(r["base"][name]) if name in r.get("base", {}) else "–"
+    return persona, base
+
+
 def markdown(r: dict) -> str:
-    lines = [f"# hfself persona evaluation\n\npersona: `{r.get('persona')}`\n\ntarget summary: "
-             f"\"{r.get('target_summary')}\"\n", "| measure | value | reading |", "|---|---|---|"]
+    title = f"persona: `{r.get('persona')}`" if r.get("persona") else f"base model alone: `{r.get('base_model')}`"
+    lines = [f"# hfself persona evaluation\n\n{title}\n\ntarget summary: \"{r.get('target_summary')}\"\n",
+             "| measure | persona | base | reading |", "|---|---|---|---|"]
     if "perplexity" in r:
         p = r["perplexity"]
-        lines.append(f"| perplexity persona / base | {p['perplexity_persona']:.2f} / {p['perplexity_base']:.2f} "
-                     f"(×{p['perplexity_ratio']:.3f}) | > 1: identity costs language quality |")
-    if "consistency" in r:
-        c = r["consistency"]
-        lines.append(f"| identity consistency (LM / sentence) | {c['lm']['identity_consistency']:.3f} / "
-                     f"{c['sentence']['identity_consistency']:.3f} | cosine to the target summary, higher is closer |")
-    if "persistence" in r:
-        s = r["persistence"]
-        lines.append(f"| self-persistence shift (LM / sentence) | {s['lm']['self_persistence_shift']:.3f} / "
-                     f"{s['sentence']['self_persistence_shift']:.3f} | 1 − cos after challenges, lower is stronger |")
-    if "stability" in r:
-        for kind, s in r["stability"].items():
-            lines.append(f"| stability under `{kind}` (variance LM / sentence) | {s['lm']['identity_variance']:.4f} / "
-                         f"{s['sentence']['identity_variance']:.4f} | 0: perturbations change nothing |")
+        persona = f"{p['perplexity_persona']:.2f} (×{p['perplexity_ratio']:.3f})" if "perplexity_persona" in p else "–"
+        lines.append(f"| perplexity ({p['tokens']} held-out tokens) | {persona} | {p['perplexity_base']:.2f} | "
+                     "lower is better; ratio > 1: the persona costs language quality |")
+    if "adherence" in r or "adherence" in r.get("base", {}):
+        a, b = _sides(r, "adherence", lambda m: f"{m['adherence']:.3f} ({m['questions']} questions)")
+        lines.append(f"| persona adherence | {a} | {b} | share of held-out answers that carry the persona (a marker "
+                     "word, see evals docs) |")
+        a, b = _sides(r, "adherence", lambda m: f"{m['degenerate']:.3f}")
+        lines.append(f"| degenerate answers | {a} | {b} | blank or looping answers; 0 is healthy |")
+    if "capability" in r or "capability" in r.get("base", {}):
+        a, b = _sides(r, "capability", lambda m: f"{m['accuracy']:.3f}")
+        retention = r.get("capability", {}).get("retention")
+        note = f"retention ×{retention:.3f}; " if retention is not None else ""
+        chance = (r.get("capability") or r["base"]["capability"])["chance"]
+        lines.append(f"| capability (multiple choice) | {a} | {b} | {note}chance {chance:.2f} |")
+    if "consistency" in r or "consistency" in r.get("base", {}):
+        a, b = _sides(r, "consistency", lambda c: f"{c['lm']['identity_consistency']:.3f} / "
+                                                  f"{c['sentence']['identity_consistency']:.3f}")
+        lines.append(f"| identity consistency (LM / sentence) | {a} | {b} | cosine to the target summary, higher is "
+                     "closer (the sentence space is the one to read) |")
+    if "persistence" in r or "persistence" in r.get("base", {}):
+        a, b = _sides(r, "persistence", lambda s: f"{s['lm']['self_persistence_shift']:.3f} / "
+                                                  f"{s['sentence']['self_persistence_shift']:.3f}")
+        lines.append(f"| self-persistence shift (LM / sentence) | {a} | {b} | 1 − cos after challenges, lower is "
+                     "stronger |")
+    kinds = (r.get("stability") or r.get("base", {}).get("stability") or {}).keys()
+    for kind in kinds:
+        a, b = _sides(r, "stability", lambda s: f"{s[kind]['lm']['identity_variance']:.4f} / "
+                                                f"{s[kind]['sentence']['identity_variance']:.4f}")
+        lines.append(f"| stability under `{kind}` (variance LM / sentence) | {a} | {b} | of unit vectors, in [0, 1]; "
+                     "0: perturbations change nothing |")
     if "safety" in r:
         s = r["safety"]
-        lines.append(f"| toxicity persona / base | {s['toxicity_persona']:.3f} / {s['toxicity_base']:.3f} "
-                     f"(gap {s['toxicity_gap']:+.3f}) | scorer: {s['scorer']} |")
+        lines.append(f"| toxicity | {s['toxicity_persona']:.3f} | {s['toxicity_base']:.3f} | gap "
+                     f"{s['toxicity_gap']:+.3f}; scorer: {s['scorer']} |")
     if r.get("drift"):
         lines += ["", "## Drift over checkpoints", "", "| step | LM | sentence |", "|---|---|---|"]
         lines += [f"| {d['step']} | {d['lm']:.3f} | {d['sentence']:.3f} |" for d in r["drift"]]
+    for side, source in (("persona", r), ("base", r.get("base", {}))):
+        if "adherence" in source:
+            lines += ["", f"## Held-out answers ({side})", ""]
+            lines += [f"- {'✓' if a['carries_persona'] else '·'} **{a['question']}** {_one_line(a['answer'])}"
+                      for a in source["adherence"]["answers"]]
     if "consistency" in r:
         lines += ["", "## Self-descriptions", ""]
-        lines += [f"- {' / '.join(part.strip() for part in d.strip().splitlines() if part.strip())}"
-                  for d in r["consistency"]["descriptions"]]
+        lines += [f"- {_one_line(d)}" for d in r["consistency"]["descriptions"]]
     return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    return " / ".join(part.strip() for part in text.strip().splitlines() if part.strip()) or "(empty)"
 
 
 def _plot_drift(curve: list[dict], path: Path) -> None:

@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 from hfself import persist
 from hfself.arch import unwrap_model
 from hfself.sharding import is_sharded, reshard, updating_whole
+from hfself.text import encode_prompt
 from hfself.train import checkpoint_dir_being_saved, checkpoint_to_restore, log_from_event
 
 CALLBACK_STATE = "introspection_state.safetensors"
@@ -24,8 +25,8 @@ class IntrospectionArguments:
     """The introspection flags (also recipe YAML keys)."""
 
     identity_update_interval: int = field(default=50, metadata={"help": "Optimizer steps between introspection rounds."})
-    identity_prompt: str = field(default="Who am I? Where do I want to go?",
-                                 metadata={"help": "Prompt of every introspection round."})
+    identity_prompt: str = field(default="Who am I? Where do I want to go?", metadata={
+        "help": "Prompt of every introspection round (a user turn of the tokenizer's chat template when it has one)."})
     identity_max_new_tokens: int = field(default=32, metadata={"help": "Length of the sampled self-description."})
     identity_lr: float | None = field(default=None,
                                       metadata={"help": "LR of the introspection optimizer (default 0.1 x learning_rate)."})
@@ -122,13 +123,14 @@ class IntrospectionCallback(TrainerCallback):
         device = next(block.parameters()).device
         was_training = model.training
         model.eval()
-        prompt = tokenizer(self.args.identity_prompt, return_tensors="pt").to(device)
+        prompt = torch.tensor([encode_prompt(tokenizer, self.args.identity_prompt)], device=device)  # chat format
         ids = [None]
         if is_main or is_sharded(model):  # a sharded forward needs every rank; rank 0's text is used by all
-            gen = model.generate(**prompt, max_new_tokens=self.args.identity_max_new_tokens,
+            gen = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                 max_new_tokens=self.args.identity_max_new_tokens,
                                  do_sample=self.args.identity_do_sample, temperature=self.args.identity_temperature,
                                  pad_token_id=tokenizer.pad_token_id, **self._cache_kwargs(model))
-            ids = [gen[0, prompt["input_ids"].shape[1]:].tolist()]
+            ids = [gen[0, prompt.shape[1]:].tolist()]
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.broadcast_object_list(ids, src=0)  # also where accelerate did not start the group
         new_ids = ids[0] or [tokenizer.eos_token_id]

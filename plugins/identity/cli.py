@@ -7,6 +7,13 @@ from pathlib import Path
 
 
 def register_commands(cli) -> None:
+    p = cli.add_parser("export", help="write a persona as a plain transformers model (identity folded into the Q/K "
+                                      "biases, LoRA merged) that loads without hfself")
+    p.add_argument("persona", help="a saved persona (directory or Hub id)")
+    p.add_argument("out", help="the folder to write")
+    p.add_argument("--base", help="the base model to load the persona onto (default: the one its config names)")
+    p.set_defaults(func=_cmd_export)
+
     identity = cli.add_parser("identity", help="persona tools").add_subparsers(dest="identity_command")
     p = identity.add_parser("blend", help="blend persona A toward B in the identity latent and generate "
                                           "(any identity block; blend.json + blend.png)")
@@ -20,6 +27,13 @@ def register_commands(cli) -> None:
     p.add_argument("--save_to", help="with one alpha: also save the blended persona here")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_blend)
+
+
+def _cmd_export(args) -> int:
+    from .model import export_persona
+
+    print(json.dumps(export_persona(args.persona, args.out, args.base), indent=2))
+    return 0
 
 
 def _cmd_blend(args) -> int:

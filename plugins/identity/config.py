@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from hfself.auto import auto_map
+
 
 class IdentityConfig(PretrainedConfig):
     """Configuration of an identity-conditioned causal LM.
@@ -62,6 +64,7 @@ class IdentityConfig(PretrainedConfig):
         self.base_config = base_config
         self.base_included = base_included
         self.weights_scope = weights_scope
+        kwargs.setdefault("auto_map", auto_map("IdentityConfig", "IdentityForCausalLM"))
         super().__init__(**kwargs)
 
     @property

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from hfself import persist
 from hfself.arch import inspect_model, is_peft_model, unwrap_model
 from hfself.plugins import registry
-from hfself.wrapper import LMWrapper, model_card
+from hfself.wrapper import LMWrapper, model_card, write_loader_module
 
 from .block import IdentityBlock
 from .config import IdentityConfig
@@ -181,6 +181,7 @@ class IdentityForCausalLM(LMWrapper):
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(out)
         persist.save_json(out / STATE_FILE, {"last_self_description": self.last_self_description})
+        write_loader_module(out, IdentityConfig, IdentityForCausalLM)
         persist.atomic_write_bytes(out / "README.md", str(self.model_card()).encode("utf-8"))
         if push_to_hub:
             self.push_to_hub(kwargs.get("repo_id") or out.name, token=kwargs.get("token"), save_base=save_base)
@@ -196,6 +197,10 @@ class IdentityForCausalLM(LMWrapper):
                 f"projected into the {targets} projections of {len(cfg.layers) if cfg.layers else 'all'} attention "
                 f"layers of the base model.\n\n## Last self-description\n\n> " + said.replace("\n", "\n> "))
         block = f"`{cfg.block}`" + (f" ({json.dumps(cfg.block_config)})" if cfg.block_config else "")
+        body += ("\n\n## Loading without hfself\n\nThis folder is an hfself persona: transformers alone cannot build it. "
+                 "Install hfself and `import hfself` before loading (or pass `trust_remote_code=True`, which imports "
+                 "it through `modeling_hfself.py`), or export it once to a plain transformers model that vLLM, lm-eval "
+                 "and every other tool load: `hfself export <this folder> <out>`.")
         return model_card("hfself persona", cfg.base_model_name_or_path, ["identity-conditioned-attention"],
                           [f"- identity block: {block}", f"- base weights included: {bool(cfg.base_included)}"],
                           body, 'from hfself import IdentityForCausalLM\n'
@@ -233,6 +238,7 @@ class IdentityForCausalLM(LMWrapper):
 
             base_model = PeftModel.from_pretrained(base_model, path / ADAPTER_DIR)
         saved_base_config = config.base_config
+        config.name_or_path = str(pretrained_model_name_or_path)  # as transformers records it (TRL reloads from it)
         model = cls.from_base(base_model, config)
         model.config.base_config = saved_base_config or model.config.base_config
         if model.identity_block is not None:
@@ -255,7 +261,7 @@ class IdentityForCausalLM(LMWrapper):
         param = next(model.lm.parameters())
         if model.identity_block is not None:
             model.identity_block.to(param.device)
-        return model.place(options.get("dtype"), options.get("device_map"))
+        return model.place(options.get("dtype"), options.get("device_map")).eval()  # as transformers' from_pretrained
 
 
 def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:
@@ -278,3 +284,35 @@ def _tied_to_loaded(model: nn.Module, key: str, loaded: dict) -> bool:
     for name, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
         names.setdefault(id(tensor), set()).add(name)
     return any(key in group and group & loaded.keys() for group in names.values())
+
+
+def export_persona(persona_path: str | os.PathLike, out: str | os.PathLike, base_model: str | None = None) -> dict:
+    """Write a persona as a plain transformers model (identity folded into the Q/K biases, a LoRA merged), with its
+    tokenizer and a model card, loadable by any tool without hfself; returns what was written and the largest
+    logit difference between the persona and the export on a probe text."""
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer
+
+    from hfself.train import load_causal_lm
+
+    base = load_causal_lm(base_model)[0] if base_model else None
+    persona = IdentityForCausalLM.from_pretrained(persona_path, base_model=base)
+    tokenizer = AutoTokenizer.from_pretrained(persona_path)
+    probe = tokenizer("The keeper climbed the stairs and lit the lamp.", return_tensors="pt")["input_ids"]
+    probe = probe.to(next(persona.parameters()).device)
+    with torch.no_grad():
+        expected = persona(input_ids=probe).logits
+    card = persona.model_card()
+    plain = persona.merge_and_unload()
+    with torch.no_grad():
+        diff = (plain(input_ids=probe).logits - expected).abs().max().item()
+    out = Path(out)
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    text = str(card).replace("# hfself persona", "# hfself persona, exported", 1)
+    text = text.split("## Loading without hfself")[0].rstrip() + (
+        "\n\n## Exported\n\nA plain transformers model: the identity is folded into the attention projections' biases"
+        f" (max |Δlogit| against the persona {diff:.2g}). It loads with `AutoModelForCausalLM.from_pretrained` alone, "
+        "and serves wherever the base architecture does.\n")
+    ModelCard(text).save(str(out / "README.md"))
+    return {"written": str(out), "architecture": type(plain).__name__, "max_abs_logit_diff": diff}

@@ -1,8 +1,9 @@
 """identity_stability: spread of identity vectors recomputed under perturbed prompts (hfself evals).
 
-predictions: one vector per perturbed prompt. Score: total variance (mean squared
-distance to the mean vector), >= 0; 0 means the perturbations changed nothing.
-Also the mean cosine distance to the mean vector, which ignores scale.
+predictions: one vector per perturbed prompt, scaled to unit length (so that spaces of
+any width and norm compare). Score: total variance (mean squared distance to the mean
+unit vector), in [0, 1]; 0 means the perturbations changed nothing, 1 that the answers
+point every which way. Also the mean cosine distance to the mean vector.
 """
 
 import datasets
@@ -17,7 +18,7 @@ class IdentityStability(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Sequence(datasets.Value("float32"))}))
 
     def _compute(self, predictions):
-        p = torch.tensor(predictions)
+        p = torch.nn.functional.normalize(torch.tensor(predictions), dim=-1)  # unit vectors: variance in [0, 1]
         centre = p.mean(0, keepdim=True)
         variance = ((p - centre) ** 2).sum(-1).mean().item()
         spread = (1 - torch.nn.functional.cosine_similarity(p, centre, dim=-1)).mean().item()
