@@ -1,6 +1,6 @@
 """Is an identity a good way to give a real model a persona? Six methods side by side on SmolLM2-135M-Instruct.
 
-    python benchmarks/bench_persona.py                    # cpu-real: about 40 minutes on a 2-core CPU
+    python benchmarks/bench_persona.py                    # cpu-real: about 35 minutes on a 2-core CPU
     python benchmarks/run_all.py --preset cpu-real --record
 
 On the bundled persona ``hfself:wren`` (the main job's data), with the same steps, batch and seed for every trained
@@ -41,7 +41,7 @@ from hfself_plugins.evals import EvalArguments  # noqa: E402
 from hfself_plugins.evals import analysis  # noqa: E402
 
 PERSONA = "hfself:wren"
-LEARNING_RATES = {"identity": 1e-3, "lora": 1e-3, "lora+identity": 1e-3, "full": 2e-5}
+LEARNING_RATES = {"identity": 2e-3, "lora": 1e-3, "lora+identity": 2e-3, "full": 2e-5}  # each what suits it
 STEERING_SCALES = (2.0, 4.0, 8.0, 16.0)
 
 
@@ -160,7 +160,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_record_flag(parser)
     parser.add_argument("--model", default=SMOLLM2_ID)
-    parser.add_argument("--steps", type=int, default=80, help="training steps of every trained method")
+    parser.add_argument("--steps", type=int, default=60, help="training steps of every trained method (the main job's)")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--methods", nargs="+",
                         default=["system prompt", "steering", "identity", "lora", "lora+identity", "full"])

@@ -2,6 +2,7 @@
 
     python benchmarks/run_all.py --preset cpu-small              # about 8 minutes on a 2-core CPU
     python benchmarks/run_all.py --preset gpu                    # one GPU (1B/8B shapes)
+    python benchmarks/run_all.py --preset cpu-real --record      # the persona on SmolLM2, about 35 minutes
     python benchmarks/run_all.py --preset cpu-small --record     # into benchmarks/results/ and the README table
     python benchmarks/run_all.py --preset cpu-small --only anima,spiral
 
@@ -41,6 +42,10 @@ PRESETS = {
         "diffusion": ("bench_diffusion.py", ["--sample_steps", "4"]),
         "spiral": ("bench_spiral.py", ["--lengths", "1024", "2048", "4096"]),
         "optim": ("bench_optim.py", []),
+    },
+    # The persona on the real SmolLM2-135M-Instruct: six ways to give it a persona, side by side.
+    "cpu-real": {
+        "persona": ("bench_persona.py", []),
     },
     "gpu": {
         "identity": ("bench_identity.py", ["--device", "cuda", "--preset", "1b", "--dtype", "bfloat16",
@@ -123,6 +128,8 @@ def main(argv=None):
               f"other ÷ base per interleaved round, as its measure says: for speeds > 1 is faster, for times, "
               f"bytes and losses < 1 is better.\n\n")
     markdown = header + table({name: results[name] for name in PRESETS[args.preset] if name in results})
+    markdown += "".join(f"\n{results[name]['markdown']}" for name in PRESETS[args.preset]
+                        if "markdown" in results.get(name, {}))  # a benchmark's own side-by-side table
     (folder / f"{args.preset}.md").write_text(markdown, encoding="utf-8")
     (folder / f"{args.preset}.json").write_text(json.dumps({"environment": env, "seconds": seconds,
                                                             "results": results}, indent=2) + "\n", encoding="utf-8")

@@ -100,9 +100,10 @@ def with_trl_columns(ds, text_column: str = "text", source: str = "the dataset")
     if text_column != "text" and text_column in columns:
         first = ds[0][text_column]
         target = "messages" if isinstance(first, list) else "text"
-        if target in columns and target != text_column:
-            ds = ds.remove_columns(target)
-        ds = ds.rename_column(text_column, target)
+        if target != text_column:
+            if target in columns:
+                ds = ds.remove_columns(target)
+            ds = ds.rename_column(text_column, target)
     elif text_column != "text":
         raise DataFormatError(f"{source}: no column {text_column!r}; it has {columns}")
     if len(ds) and is_conversational_from_value(ds[0]):

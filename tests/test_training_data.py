@@ -53,6 +53,7 @@ def test_every_source_loads_in_trl_format(tmp_path):
     # a chat column under another name, and ShareGPT's from/value
     renamed = _write_jsonl(tmp_path / "dialogue.jsonl", [{"dialogue": CHATS[0]["messages"]}])
     assert dataset_format(load_training_data(str(renamed), text_column="dialogue")) == "conversational"
+    assert dataset_format(load_training_data(str(jsonl), text_column="messages")) == "conversational"
     sharegpt = _write_jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [{"from": "human", "value": "hi"},
                                                                              {"from": "gpt", "value": "hello"}]}])
     ds = load_training_data(str(sharegpt))
