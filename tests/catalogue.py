@@ -10,6 +10,8 @@ with the reason; the catalogue test records it.
 
 from __future__ import annotations
 
+import os
+import random
 import warnings
 
 import torch
@@ -21,6 +23,10 @@ from hfself.auto import model_types
 
 # transformers' own causal LMs: hfself's models join the Auto tables at `import hfself`, and are not bases
 CATALOGUE = sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - model_types())
+# Tiny configurations drawn per type: 0 is the project's shrinker, 1.. are drawn (``drawn_values``).
+# HFSELF_CATALOGUE_VARIANTS=N runs variants 0..N-1 (the scheduled catalogue check runs more than CI does).
+VARIANTS = range(int(os.environ.get("HFSELF_CATALOGUE_VARIANTS", "1")))
+CASES = [(model_type, variant) for model_type in CATALOGUE for variant in VARIANTS]
 VOCAB = 512
 MAX_LAYERS = 8
 
@@ -36,18 +42,20 @@ _SIZES = {
     "n_positions": 256, "n_ctx": 256, "max_seq_len": 256, "num_experts": 4, "num_local_experts": 4,
     "n_routed_experts": 4, "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
     "v_head_dim": 16, "rotary_dim": 8, "num_experts_per_tok": 2, "top_k": 2, "moe_topk": 2, "n_group": 1,
-    "topk_group": 1, "num_experts_per_token": 2, "n_shared_experts": 1, "mamba_d_head": 16, "mamba_n_heads": 8,
-    "mamba_d_state": 16, "ssm_state_size": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+    "num_expert_group": 1, "topk_group": 1, "num_experts_per_token": 2, "n_shared_experts": 1, "mamba_d_head": 16,
+    "mamba_n_heads": 8, "mamba_d_state": 16, "ssm_state_size": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "index_head_dim": 16, "index_n_heads": 4,
     "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16,
 }
 _LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers")
 # Fields a default config may leave None for the model to fail on (real checkpoints set them).
 _DERIVED = {"head_dim": 16, "num_key_value_heads": 2, "num_experts_per_tok": 2}
-# Hybrids whose *default* config holds no attention layer (real checkpoints do): one attention layer.
-_HYBRID_PATTERNS = {
+# Fields a type's default config lacks or leaves at a value its model cannot run (real checkpoints set them),
+# and hybrids whose default config holds no attention layer (real checkpoints do): one attention layer.
+_CHECKPOINT_FIELDS = {
     "bamba": {"attn_layer_indices": [1]},
     "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
+    "dbrx": {"attn_config": {"rope_theta": 500000.0, "clip_qkv": 8.0, "kv_n_heads": 2}},  # DBRX's own values
 }
 _PATTERN_KEYS = ("layer_types", "layers_block_type", "attention_layers", "block_types")
 
@@ -87,6 +95,8 @@ def tiny_values(values: dict) -> dict:
             tiny[key] = value[:n_layers]
         elif key.endswith("_token_id") and isinstance(value, int) and value >= VOCAB:
             tiny[key] = VOCAB - 1
+    if isinstance(values.get("mamba_d_ssm"), int) and "mamba_n_heads" in tiny and "mamba_d_head" in tiny:
+        tiny["mamba_d_ssm"] = tiny["mamba_n_heads"] * tiny["mamba_d_head"]  # Falcon-H1: the SSM width is heads x head
     overrides = values.get("per_layer_config")
     if isinstance(overrides, dict):  # per-layer sizes (Gemma 4, dots3): kept for the layers kept, twice the tiny size
         tiny["per_layer_config"] = {index: _tiny_override(layer) for index, layer in overrides.items()
@@ -114,18 +124,93 @@ def shrink_config(config: PretrainedConfig, depth: int = 0) -> PretrainedConfig:
     return config
 
 
-def tiny_config(model_type: str, **overrides) -> PretrainedConfig:
+def drawn_values(values: dict, variant: int, model_type: str) -> dict:
+    """Variant ``variant`` (> 0) of the tiny sizes: head counts, GQA ratio, head width, low-rank ranks, the MLA
+    rope/nope/value split, widths and depth drawn with a fixed seed per (type, variant), for the fields the config has.
+
+    Variant 0 is :func:`tiny_values` alone. Draws stay in the space real checkpoints use (the key heads divide the
+    query heads; ``q_lora_rank`` may be None, as in DeepSeek-V2-Lite).
+    """
+    rng = random.Random(f"{model_type}/{variant}")
+    heads = rng.choice([2, 4, 6, 8])
+    kv_heads = rng.choice([d for d in range(1, heads + 1) if heads % d == 0])
+    per_head = rng.choice([8, 16])
+    drawn = {
+        ("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads"): heads,
+        ("num_key_value_heads", "num_kv_heads", "n_kv_heads"): kv_heads,
+        ("hidden_size", "n_embd", "d_model", "n_embed", "dim", "embed_dim"): heads * per_head,
+        ("head_dim",): rng.choice([8, 16, 32]),
+        ("intermediate_size", "ffn_dim", "n_inner", "d_ff", "decoder_ffn_dim"): rng.choice([64, 96, 160]),
+        ("moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size"):
+            rng.choice([16, 48]),
+        ("num_experts", "num_local_experts", "n_routed_experts"): rng.choice([4, 8]),
+        ("num_experts_per_tok", "top_k", "moe_topk", "num_experts_per_token"): rng.choice([1, 2]),
+        ("q_lora_rank",): rng.choice([None, 24, 48]),
+        ("kv_lora_rank",): rng.choice([8, 24]),
+        ("qk_rope_head_dim",): rng.choice([4, 8, 16]),
+        ("qk_nope_head_dim",): rng.choice([8, 16, 24]),
+        ("v_head_dim",): rng.choice([8, 16, 24]),
+        ("linear_num_key_heads",): rng.choice([1, 2]),
+        ("linear_key_head_dim", "linear_value_head_dim"): rng.choice([8, 16]),
+        ("index_head_dim",): rng.choice([8, 16]),
+        ("index_n_heads",): rng.choice([2, 4]),
+        ("rotary_dim",): rng.choice([4, 8]),
+    }
+    out = {}
+    for keys, value in drawn.items():
+        for key in keys:
+            if key in values and (isinstance(values[key], int) and not isinstance(values[key], bool)
+                                  or key == "q_lora_rank" or key in _DERIVED and values[key] is None):
+                out[key] = value
+    if "linear_num_value_heads" in values and "linear_num_key_heads" in out:
+        out["linear_num_value_heads"] = out["linear_num_key_heads"] * rng.choice([1, 2])
+    if "head_dim" in out and isinstance(values.get("qk_rope_head_dim"), int):
+        out["head_dim"] = out["qk_rope_head_dim"]  # MLA: head_dim is the rotary part
+    if out.get("num_experts_per_tok", 0) > 1 and isinstance(values.get("n_group"), int):
+        out["n_group"], out["topk_group"] = 1, 1
+    depth = rng.choice([2, 3, 4])
+    for key in _LAYER_COUNT_KEYS:
+        if isinstance(values.get(key), int) and not any(isinstance(values.get(k), list) for k in _PATTERN_KEYS):
+            out[key] = depth
+    for key, value in values.items():  # per-layer lists (GLM-4-MoE-Lite's mlp_layer_types) follow the depth drawn
+        if key in out or not (isinstance(value, list) and value and key.endswith("_types")):
+            continue
+        if any(values.get(k) == len(value) for k in _LAYER_COUNT_KEYS if k in out):
+            out[key] = (value + value[-1:] * depth)[:depth]
+    return out
+
+
+def tiny_config(model_type: str, variant: int = 0, **overrides) -> PretrainedConfig:
     """The type's config rebuilt with tiny sizes (so derived fields follow), else its default shrunk in place."""
     config_cls = CONFIG_MAPPING[model_type]
     try:
-        values = {**tiny_values(config_cls().to_dict()), **_HYBRID_PATTERNS.get(model_type, {}), **overrides}
-        config = config_cls(**values)
+        defaults = config_cls().to_dict()
+        tiny = tiny_values(defaults)
+        drawn = drawn_values({**defaults, **tiny}, variant, model_type) if variant else {}
+        drawn = {k: v for k, v in drawn.items() if k not in overrides}
+        config = _validated(config_cls, {**tiny, **_CHECKPOINT_FIELDS.get(model_type, {}), **overrides}, drawn)
     except Exception:
         return shrink_config(config_cls())
     for key in list(vars(config)):  # sub-configs (a multimodal model's text and vision parts)
         if isinstance(vars(config).get(key), PretrainedConfig):
             shrink_config(getattr(config, key), 1)
     return config
+
+
+def _validated(config_cls, tiny: dict, drawn: dict) -> PretrainedConfig:
+    """``config_cls`` built from ``tiny`` with the ``drawn`` values over it; a drawn value its validation names
+    (a strict config that wants ``q_lora_rank`` set) goes back to its tiny value, then the build is tried again."""
+    while True:
+        try:
+            return config_cls(**{**tiny, **drawn})
+        except Exception as err:
+            named = [key for key in drawn if key in str(err)]
+            if not named:
+                if not drawn:
+                    raise
+                named = list(drawn)  # the error names no field: the tiny values alone
+            for key in named:
+                del drawn[key]
 
 
 def _set(config, key, value):
@@ -135,14 +220,17 @@ def _set(config, key, value):
         pass
 
 
-def build(model_type: str, seed: int = 0, attn_implementation: str = "eager") -> torch.nn.Module:
-    """A tiny random ``AutoModelForCausalLM`` of ``model_type`` (eval mode, float32)."""
+def build(model_type: str, seed: int = 0, attn_implementation: str = "eager", variant: int = 0) -> torch.nn.Module:
+    """A tiny random ``AutoModelForCausalLM`` of ``model_type`` (eval mode, float32); ``variant`` > 0 draws other
+    sizes (:func:`drawn_values`)."""
     attempts = [
-        lambda: tiny_config(model_type),
+        lambda: tiny_config(model_type, variant),
         # multi-head latent attention expands K to every query head
-        lambda: tiny_config(model_type, num_key_value_heads=_SIZES["num_attention_heads"]),
-        lambda: shrink_config(CONFIG_MAPPING[model_type]()),
+        lambda: tiny_config(model_type, variant, num_key_value_heads=tiny_config(model_type, variant)
+                            .get_text_config().num_attention_heads),
     ]
+    if not variant:
+        attempts.append(lambda: shrink_config(CONFIG_MAPPING[model_type]()))
     for attempt in attempts:
         try:
             return _build(attempt(), seed, attn_implementation)
@@ -164,12 +252,12 @@ def _build(config, seed, attn_implementation):
     return model
 
 
-def build_or_skip(model_type: str) -> torch.nn.Module:
-    """``build(model_type)``, or skip the calling test with the reason it cannot be built."""
+def build_or_skip(model_type: str, variant: int = 0) -> torch.nn.Module:
+    """``build(model_type, variant=variant)``, or skip the calling test with the reason it cannot be built."""
     import pytest
 
     try:
-        return build(model_type)
+        return build(model_type, variant=variant)
     except NotBuildable as err:
         pytest.skip(f"not buildable tiny: {err}")
 

@@ -1,6 +1,7 @@
 """Run a script under `accelerate launch` with 2 CPU processes and compare what each rank wrote."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +14,20 @@ from hfself.persist import load_tensors
 TESTS = Path(__file__).parent
 
 
-def run_two_ranks(script: str, argv: list[str], rank_dir: Path, port: int,
+def _free_port() -> int:
+    """A TCP port no one listens on now (tests run in parallel workers, each launch needs its own)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_ranks(script: str, argv: list[str], rank_dir: Path,
                   env: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """Launch ``tests/<script>`` on 2 CPU ranks (``env`` added to the environment); assert the
     rank<k>.safetensors it wrote in ``rank_dir`` are bit-identical and return rank 0's tensors."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS), **(env or {})}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(port),
+           str(RECIPES / "accelerate_configs" / "cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
            str(TESTS / script), *argv, "--use_cpu", "true"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -165,7 +165,7 @@ def test_recipe_trains_and_resumes_the_diffusion_state(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_ranks_identical_with_diffusion(tmp_path):
-    run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path, 29551)
+    run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path)
 
 
 def test_blend_api_and_cli(tmp_path):

@@ -386,7 +386,7 @@ def test_fsdp2_on_two_cpu_ranks_trains_generates_and_saves_whole(tmp_path, block
     reloads unsharded with equal logits and generation; both ranks end identical (tests/fsdp_identity_run.py)."""
     from ddp import run_two_ranks
 
-    ranks = run_two_ranks("fsdp_identity_run.py", [str(tmp_path), block], tmp_path, 29561)
+    ranks = run_two_ranks("fsdp_identity_run.py", [str(tmp_path), block], tmp_path)
     assert ranks["generated"].shape == (2, 9)
     assert (tmp_path / "persona" / "identity.safetensors").exists()
 
@@ -400,7 +400,7 @@ def test_deepspeed_zero_on_two_cpu_ranks_trains_introspects_and_saves_whole(tmp_
     pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
     from ddp import run_two_ranks
 
-    ranks = run_two_ranks("deepspeed_identity_run.py", [str(tmp_path), str(stage), block], tmp_path, 29563 + stage,
+    ranks = run_two_ranks("deepspeed_identity_run.py", [str(tmp_path), str(stage), block], tmp_path,
                           env={"DS_ACCELERATOR": "cpu"})
     assert ranks["generated"].shape == (2, 9)
 
@@ -441,3 +441,67 @@ def test_a_persona_whose_base_weights_are_missing_is_refused_never_a_random_init
         IdentityForCausalLM.from_pretrained(tmp_path / "lost")
     with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
         AutoModelForCausalLM.from_pretrained(tmp_path / "lost")
+
+
+def _wrong_layout_injector(model, retarget):
+    """An injector built from discovery's result after ``retarget(layer_info)`` edited it: a mis-measured layout."""
+    from hfself.arch import inspect_model
+    from hfself_plugins.identity.block import IdentityBlock
+    from hfself_plugins.identity.layer import IdentityInjector
+
+    arch = inspect_model(model)
+    for layer in arch.attention_layers:
+        retarget(layer)
+    return IdentityInjector(model, IdentityBlock(IdentityConfig(identity_dim=8), arch), arch), arch
+
+
+def test_wrapping_checks_the_identity_on_the_model_itself_and_refuses_a_layout_that_moves_v():
+    """Whatever discovery or an adapter claims, the wrap-time check runs the model: Q/K units that are really V
+    (gpt2's fused c_attn with its key part pointed at the value part) are refused, units that never reach the
+    kernel (a "query" on the output projection) too, and the true layout passes. No hook stays behind."""
+    from hfself.arch import LayoutError, ProjectionTarget
+    from hfself_plugins.identity.layer import verify_effect
+
+    model = tiny_model("gpt2").train()
+    hidden = model.config.n_embd
+    hooks = _hook_count(model)
+
+    def key_on_value_units(layer):
+        layer.targets[0].k_index = torch.arange(2 * hidden, 3 * hidden)  # c_attn is [Q | K | V]
+
+    injector, arch = _wrong_layout_injector(model, key_on_value_units)
+    with pytest.raises(LayoutError, match=r"'gpt2' layer 0 .*value entering the attention kernel moved"):
+        verify_effect(model, injector, arch)
+
+    def query_on_output_projection(layer):
+        out = layer.attention.c_proj
+        layer.targets = [ProjectionTarget(out, hidden, q_index=torch.arange(hidden), k_index=None, name="c_proj")]
+
+    injector, arch = _wrong_layout_injector(model, query_on_output_projection)
+    with pytest.raises(LayoutError, match="neither the query nor the key entering the attention kernel moved"):
+        verify_effect(model, injector, arch)
+
+    injector, arch = _wrong_layout_injector(model, lambda layer: None)
+    verify_effect(model, injector, arch)  # what discovery measured holds
+    assert _hook_count(model) == hooks and model.training, "the check leaves hooks and modes as it found them"
+
+
+def test_a_base_that_is_not_causal_is_refused_unless_asked_for(tmp_path):
+    """CPM-Ant's default context lets every position see the whole input: a persona on it is refused by name, or
+    built with ``allow_non_causal_base=True``, which the saved persona keeps."""
+    from catalogue import build
+
+    from hfself_plugins.identity import NonCausalBaseError
+
+    base = build("cpmant")
+    hooks = _hook_count(base)
+    with pytest.raises(NonCausalBaseError, match="'cpmant'.*not causal.*allow_non_causal_base=True"):
+        IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
+    assert _hook_count(base) == hooks
+    persona = IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8, allow_non_causal_base=True))
+    persona.save_pretrained(tmp_path)
+    assert IdentityConfig.from_pretrained(tmp_path).allow_non_causal_base
+    IdentityForCausalLM.from_pretrained(tmp_path, base_model=build("cpmant"))  # reloads under the same flag
+
+    causal = tiny_model("llama")
+    IdentityForCausalLM.from_base(causal, IdentityConfig(identity_dim=8))  # a causal base passes the check

@@ -59,7 +59,7 @@ def test_resume_restores_identity_and_introspection(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_ranks_identical_after_introspection(tmp_path):
-    run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path, 29533)
+    run_two_ranks("ddp_identity_run.py", [*FAST, "--max_steps", "4", "--output_dir", str(tmp_path)], tmp_path)
     log = (tmp_path / "introspection.jsonl").read_text().splitlines()
     assert len(log) == 2  # written once (main process), not once per rank
 

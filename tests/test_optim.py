@@ -253,6 +253,6 @@ def test_ddp_two_ranks_identical_with_apollo_q_only_and_dreams(tmp_path):
             "--dream_max_new_tokens", "8", "--dream_min_tokens", "1", "--dream_replay_ratio", "0.5",
             "--listening_examples", "64", "--probe_examples", "2", "--per_device_train_batch_size", "4",
             "--max_train_samples", "32", "--max_length", "64", "--save_steps", "100", "--output_dir", str(tmp_path)]
-    run_two_ranks("ddp_attention_run.py", argv, tmp_path, 29541)
+    run_two_ranks("ddp_attention_run.py", argv, tmp_path)
     assert len((tmp_path / "dreams.jsonl").read_text().splitlines()) == 2  # main process only
     assert (tmp_path / "probe" / "probe.json").exists()

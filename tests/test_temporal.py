@@ -215,7 +215,7 @@ def test_ddp_two_ranks_identical(tmp_path):
     fast = [a if a != "60" else "4" for a in FAST]
     base = config_only_model(tmp_path / "base")  # a backbone without weights: warmed up, and saved with the model
     ranks = run_two_ranks("ddp_temporal_run.py", [*fast, "--pretrain_steps", "2", "--model_name_or_path", base,
-                                                  "--output_dir", str(tmp_path)], tmp_path, 29547)
+                                                  "--output_dir", str(tmp_path)], tmp_path)
     assert any(k.startswith("mixer.") for k in ranks)
     assert (tmp_path / "model" / "backbone.safetensors").exists()  # the warmed-up backbone is saved
 
@@ -282,5 +282,5 @@ def test_a_saved_model_whose_backbone_weights_are_missing_is_refused(tmp_path):
 def test_fsdp2_on_two_cpu_ranks_trains_and_saves_the_gathered_model(tmp_path):
     """fully_shard over the decoder layers and the model (gloo, 2 processes): a sharded step equals the unsharded
     one, and save_pretrained writes the gathered adapters, mixer and backbone (tests/fsdp_temporal_run.py)."""
-    run_two_ranks("fsdp_temporal_run.py", [str(tmp_path)], tmp_path, 29571)
+    run_two_ranks("fsdp_temporal_run.py", [str(tmp_path)], tmp_path)
     assert (tmp_path / "model" / "adapters").is_dir()

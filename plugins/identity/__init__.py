@@ -13,7 +13,7 @@ from hfself.lazy import lazy_exports
 _EXPORTS = {
     "IdentityArguments": ".config", "IdentityConfig": ".config", "IdentityBlock": ".block",
     "IntrospectionArguments": ".callbacks", "IntrospectionCallback": ".callbacks",
-    "ExportError": ".layer", "IdentityStackingError": ".layer",
+    "ExportError": ".layer", "IdentityStackingError": ".layer", "NonCausalBaseError": ".layer",
     "IdentityForCausalLM": ".model", "PersonaMismatchError": ".model",
     "blend_personas": ".blend", "slerp": ".blend",
 }

@@ -26,6 +26,8 @@ class IdentityConfig(PretrainedConfig):
         base_config: the base model's config as a dict (checks on load; rebuilds a saved base).
         base_included: whether the persona directory also holds the base weights (model.safetensors).
         weights_scope: what model.safetensors holds: "full", "trainable" (Trainer checkpoints) or None.
+        allow_non_causal_base: condition a base whose earlier positions see later tokens (CPM-Ant's default
+            context); by default such a base is refused, since the persona would not be causal either.
     """
 
     model_type = "hfself_identity"
@@ -45,6 +47,7 @@ class IdentityConfig(PretrainedConfig):
         base_config: dict | None = None,
         base_included: bool = False,
         weights_scope: str | None = None,
+        allow_non_causal_base: bool = False,
         **kwargs,
     ):
         if identity_dim is not None and identity_dim <= 0:
@@ -64,6 +67,7 @@ class IdentityConfig(PretrainedConfig):
         self.base_config = base_config
         self.base_included = base_included
         self.weights_scope = weights_scope
+        self.allow_non_causal_base = allow_non_causal_base
         kwargs.setdefault("auto_map", auto_map("IdentityConfig", "IdentityForCausalLM"))
         super().__init__(**kwargs)
 
@@ -93,6 +97,8 @@ class IdentityArguments:
     identity_inject_q: bool = field(default=True, metadata={"help": "Add the identity bias to queries."})
     identity_inject_k: bool = field(default=True, metadata={"help": "Add the identity bias to keys."})
     identity_init_std: float = field(default=0.02, metadata={"help": "Init std of the soul -> Q/K projections."})
+    identity_allow_non_causal_base: bool = field(default=False, metadata={
+        "help": "Condition a base that is not causal itself (refused by default)."})
 
     @classmethod
     def config_from(cls, run_config: dict) -> IdentityConfig:
@@ -104,4 +110,5 @@ class IdentityArguments:
                               identity_dropout=args.identity_dropout, block=args.identity_block,
                               block_config=block_config,
                               layers=args.identity_layers, inject_q=args.identity_inject_q,
-                              inject_k=args.identity_inject_k, init_std=args.identity_init_std)
+                              inject_k=args.identity_inject_k, init_std=args.identity_init_std,
+                              allow_non_causal_base=args.identity_allow_non_causal_base)

@@ -17,13 +17,17 @@ for separate and fused QKV alike (positions come from :mod:`hfself.arch`).
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+from transformers.cache_utils import Cache
 from transformers.pytorch_utils import Conv1D
 
-from hfself.arch import ArchInfo, projection_base_layer, unwrap_model
+from hfself.arch import (_HOW_TO_REGISTER, CACHE_KWARGS, ArchInfo, LayoutError, UnsupportedArchitectureError,
+                         _instrumented_kernels, _probe_ids, _Recorder, base_forward, model_type_of,
+                         projection_base_layer, unwrap_model)
 from hfself.sharding import is_sharded
 
 from .block import IdentityBlock
@@ -89,9 +93,10 @@ class IdentityInjector:
 
     # ------------------------------------------------------------------ biases
 
-    def compute_deltas(self) -> list[torch.Tensor]:
-        """Per target, a full-width bias (out_features,) to add to the projection output."""
-        biases = self.block()  # (L, q_width + k_width)
+    def compute_deltas(self, biases: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per target, a full-width bias (out_features,) to add to the projection output (from the block's
+        current (L, q_width + k_width) biases, or from ``biases``)."""
+        biases = self.block() if biases is None else biases  # (L, q_width + k_width)
         deltas = []
         for t in self.targets:
             b = biases[t.row, t.src.to(biases.device)]
@@ -206,6 +211,177 @@ class IdentityInjector:
             self._folded = False
             for base, bias in saved:
                 base.bias = bias
+
+
+# --------------------------------------------------------------------------- verification on the model itself
+
+
+class NonCausalBaseError(UnsupportedArchitectureError):
+    """The base model itself lets earlier positions see later tokens."""
+
+
+def _tolerance(logits: torch.Tensor) -> float:
+    eps = 1e-4 if logits.dtype == torch.float32 else 2e-2  # half precision: kernels may round differently
+    return eps * (1 + logits.abs().max().item())
+
+
+@torch.no_grad()
+def check_base_is_causal(lm: nn.Module) -> None:
+    """Changing the last token must leave every earlier position's logits alone, or :class:`NonCausalBaseError`."""
+    model_type = model_type_of(lm)
+    ids = _probe_ids(lm, 8)  # (1, 8)
+    changed = ids.clone()
+    changed[0, -1] = ids[0, -2]  # a token the vocabulary has, other than the last one (probe ids are distinct)
+    before = base_forward(lm, input_ids=ids).logits[:, :-1]
+    after = base_forward(lm, input_ids=changed).logits[:, :-1]
+    moved = (after.float() - before.float()).abs().max().item()
+    if moved > _tolerance(before):
+        raise NonCausalBaseError(
+            f"{model_type!r}: the base model is not causal itself (changing the last token moved earlier logits by "
+            f"{moved:.3g}), so a persona on it would not be a causal LM either. Pass "
+            "IdentityConfig(allow_non_causal_base=True) to condition it anyway; every position then sees the "
+            "whole input, in training and evaluation alike.")
+
+
+def _cache_values(output) -> list[torch.Tensor | None]:
+    """Per cache layer, what it holds in its value slot (None where it holds none)."""
+    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    return [layer.values if isinstance(getattr(layer, "values", None), torch.Tensor) else None
+            for layer in getattr(cache, "layers", ())]
+
+
+class _EffectProbe:
+    """The model run twice on one probe input, without and with given identity biases. Each attention module's
+    inputs from the first run are replayed in the second (a loop model's every call, its cache argument the second
+    run's), so whatever moves inside an attention layer moves by that layer's own biases."""
+
+    def __init__(self, lm: nn.Module, injector: IdentityInjector, arch: ArchInfo):
+        self.lm, self.injector = lm, injector
+        self.attentions = {id(layer.attention): layer for layer in arch.attention_layers if layer.targets}
+        self.first = next(iter(self.attentions.values()))
+        self.use_cache = True
+        try:  # a model without a KV cache (openai-gpt) is compared at its kernel alone
+            self.off = self._run(None)
+        except UnsupportedArchitectureError:
+            self.use_cache, self._inputs = False, {}
+            self.off = self._run(None)
+
+    def _run(self, deltas: list[torch.Tensor] | None):
+        inputs = self._inputs = getattr(self, "_inputs", {})
+        replayed: dict[int, int] = {}
+
+        def capture_or_replay(module, args, kwargs):
+            calls = inputs.setdefault(id(module), [])
+            if deltas is None:
+                calls.append((args, kwargs))
+                return None
+            n = replayed[id(module)] = replayed.get(id(module), 0) + 1
+            if n > len(calls):
+                return None
+            args_then, kwargs_then = calls[n - 1]
+            args_now = tuple(now if isinstance(then, Cache) else then  # a cache passed by position (CPM-Ant)
+                             for then, now in zip(args_then, args))
+            return args_now, {**kwargs_then, **{k: kwargs[k] for k in CACHE_KWARGS if k in kwargs}}
+
+        handles = [layer.attention.register_forward_pre_hook(capture_or_replay, with_kwargs=True)
+                   for layer in self.attentions.values()]
+        recorder = _Recorder()
+        try:
+            if deltas is not None:
+                self.injector.current_deltas = lambda: deltas  # the probe's biases, not the block's (maybe 0)
+                self.injector.attach()
+            with _instrumented_kernels(recorder):
+                output = base_forward(self.lm, use_cache=self.use_cache, input_ids=_probe_ids(self.lm, 8))
+        finally:
+            if deltas is not None:
+                self.injector.detach()
+                del self.injector.current_deltas
+            for h in handles:
+                h.remove()
+        kernel: dict[int, list] = {}
+        for module, q, k, v in recorder.calls:
+            kernel.setdefault(id(module), []).append((q, k, v))
+        return kernel, _cache_values(output)
+
+    def first_cache_values_move(self, deltas, on_cache: list | None = None) -> bool:
+        """Whether the value slot of the first attention layer's KV cache moves with ``deltas`` on (its input is
+        the same either way: nothing before it is conditioned)."""
+        on_cache = self._run(deltas)[1] if on_cache is None else on_cache
+        index = getattr(self.first.attention, "layer_idx", None)
+        index = self.first.index if not isinstance(index, int) else index
+        off = self.off[1][index] if index < len(self.off[1]) else None
+        return off is not None and index < len(on_cache) and not torch.equal(off, on_cache[index])
+
+
+@torch.no_grad()
+def verify_effect(lm: nn.Module, injector: IdentityInjector, arch: ArchInfo) -> set[str]:
+    """On the model itself, not a scratch copy: with random identity biases on, every attention layer fed the same
+    input as without them must hand its kernel the same V, bit for bit, and a different Q or K. A layout that
+    breaks this (a bias landing in V, or a target that never reaches the kernel) is refused before anything runs.
+
+    Returns the names of projections whose bias, though a key at the kernel, lands in the value slot of the first
+    attention layer's KV cache (an MLA cache holding the latent and the rotary key, as HunYuan-V4 and dots3 do):
+    the caller drops them, so the V part of the cache stays bit-identical too. Train/eval modes and hooks are left as found.
+    """
+    generator = torch.Generator().manual_seed(0)
+    biases = torch.randn(len(injector.block.layer_ids), injector.block.q_width + injector.block.k_width,
+                         generator=generator)
+    param = next(lm.parameters())
+    deltas = [d.to(param.device) for d in injector.compute_deltas(biases.to(param.device))]
+    training = {m: m.training for m in lm.modules()}
+    lm.eval()  # dropout would move V on its own
+    try:
+        probe = _EffectProbe(lm, injector, arch)
+        on_kernel, on_cache = probe._run(deltas)
+        _check_kernel_calls(probe.attentions, probe.off[0], on_kernel, arch)
+        if not probe.first_cache_values_move(deltas, on_cache):
+            return set()
+        cached = set()  # which projections put it there: each one's biases alone
+        for name in {t.name for t in probe.first.targets}:
+            modules = {id(t.module) for layer in probe.attentions.values() for t in layer.targets if t.name == name}
+            alone = [d if id(t.module) in modules else torch.zeros_like(d) for t, d in zip(injector.targets, deltas)]
+            if probe.first_cache_values_move(alone):
+                cached.add(name)
+        return cached
+    finally:
+        for module, mode in training.items():
+            module.training = mode
+
+
+def without_projections(arch: ArchInfo, names: set[str]) -> ArchInfo:
+    """``arch`` with the targets named ``names`` dropped from every layer; a layer left with no Q or K target is a
+    :class:`LayoutError`."""
+    layers = []
+    for layer in arch.layers:
+        targets = [t for t in layer.targets if t.name not in names]
+        if layer.targets and not targets:
+            raise LayoutError(f"{arch.model_type!r} layer {layer.index}: every query/key unit found "
+                              f"({', '.join(sorted(names))}) lands in the value slot of the KV cache. "
+                              f"{_HOW_TO_REGISTER}")
+        layers.append(dataclasses.replace(layer, targets=targets))
+    return dataclasses.replace(arch, layers=layers)
+
+
+def _check_kernel_calls(attentions: dict, off: dict, on: dict, arch: ArchInfo) -> None:
+    for key, layer in attentions.items():
+        where = f"{arch.model_type!r} layer {layer.index} ({layer.kind})"
+        if key not in off:
+            continue  # attention computed inline (no kernel call): measured at its output, see hfself.arch
+        if len(on.get(key, ())) != len(off[key]):
+            raise LayoutError(f"{where}: the attention kernel was called a different number of times with the "
+                              f"identity on. {_HOW_TO_REGISTER}")
+        for (q0, k0, v0), (q1, k1, v1) in zip(off[key], on[key]):
+            if not torch.equal(v0, v1):
+                raise LayoutError(
+                    f"{where}: with an identity on, the value entering the attention kernel moved (max |dV| "
+                    f"{(v1.float() - v0.float()).abs().max().item():.3g}), so the measured Q/K units "
+                    f"({', '.join(t.name for t in layer.targets)}) also feed V. Refused rather than run wrong. "
+                    f"{_HOW_TO_REGISTER}")
+            if torch.equal(q0, q1) and torch.equal(k0, k1):
+                raise LayoutError(
+                    f"{where}: with an identity on, neither the query nor the key entering the attention kernel "
+                    f"moved, so the units found ({', '.join(t.name for t in layer.targets)}) do not reach it. "
+                    f"{_HOW_TO_REGISTER}")
 
 
 # --------------------------------------------------------------------------- export

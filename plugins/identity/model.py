@@ -12,13 +12,15 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hfself import persist
-from hfself.arch import inspect_model, is_peft_model, unwrap_model
+from hfself.arch import _HOW_TO_REGISTER, LayoutError, inspect_model, is_peft_model, unwrap_model
 from hfself.plugins import registry
+from hfself.sharding import gathered
 from hfself.wrapper import LMWrapper, model_card, write_loader_module
 
 from .block import IdentityBlock
 from .config import IdentityConfig
-from .layer import IdentityInjector, fold_into_plain_model
+from .layer import (IdentityInjector, check_base_is_causal, fold_into_plain_model, verify_effect,
+                    without_projections)
 
 IDENTITY_WEIGHTS = "identity.safetensors"
 FULL_WEIGHTS = "model.safetensors"
@@ -67,13 +69,26 @@ class IdentityForCausalLM(LMWrapper):
         self.injector = None
         self.last_self_description: str | None = None
         if config.enabled:
+            if not config.allow_non_causal_base:
+                with gathered(base_model):  # weights ZeRO-3 partitioned at load are whole for this check
+                    check_base_is_causal(unwrap_model(base_model))
             self.arch = inspect_model(base_model)
-            block_cls = identity_block_class(config.block)
-            param = next(base_model.parameters())
-            self.identity_block = block_cls(config, self.arch).to(device=param.device)
-            self.injector = IdentityInjector(self.lm, self.identity_block, self.arch)
+            self._build_identity(config)
+            with gathered(base_model):
+                cached = verify_effect(unwrap_model(base_model), self.injector, self.arch)
+                if cached:  # keys that the KV cache keeps in its value slot: conditioned through the other units
+                    self.arch = without_projections(self.arch, cached)
+                    self._build_identity(config)
+                    if verify_effect(unwrap_model(base_model), self.injector, self.arch):
+                        raise LayoutError(f"{self.arch.model_type!r}: the identity still moves the value slot of "
+                                          f"the KV cache without {sorted(cached)}. {_HOW_TO_REGISTER}")
             self.injector.attach()
         self._share_lm_interface()
+
+    def _build_identity(self, config: IdentityConfig) -> None:
+        param = next(self.lm.parameters())
+        self.identity_block = identity_block_class(config.block)(config, self.arch).to(device=param.device)
+        self.injector = IdentityInjector(self.lm, self.identity_block, self.arch)
 
     # ------------------------------------------------------------------ building
 
