@@ -297,6 +297,15 @@ def text_config(model: nn.Module):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def config_value(config, key: str, default=None):
+    """``getattr(config, key, default)``; ``default`` where the value is set per layer (transformers'
+    heterogeneous configs refuse to give one value for the whole model)."""
+    try:
+        return getattr(config, key, default)
+    except RuntimeError:  # AmbiguousGlobalPerLayerAttributeError (dots3's per_layer_config)
+        return default
+
+
 def _get_path(root: nn.Module, path: str):
     obj = root
     for part in path.split("."):
@@ -443,6 +452,13 @@ def model_type_of(lm: nn.Module) -> str:
     return getattr(text_config(lm), "model_type", "") or type(lm).__name__
 
 
+def named_type(lm: nn.Module) -> str:
+    """The model's type for a message: ``'gemma4_assistant'`` or ``'gemma4_assistant' (text model 'gemma4_text')``."""
+    outer = getattr(getattr(unwrap_model(lm), "config", None), "model_type", "") or type(lm).__name__
+    inner = model_type_of(lm)
+    return f"{outer!r}" if inner == outer else f"{outer!r} (text model {inner!r})"
+
+
 def base_forward(lm: nn.Module, use_cache: bool = False, **inputs):
     """``lm(**inputs, use_cache=use_cache)``; a model that cannot run from token ids alone (a draft model needing
     its target's states, say) is an :class:`UnsupportedArchitectureError` naming the type, not a crash."""
@@ -452,9 +468,23 @@ def base_forward(lm: nn.Module, use_cache: bool = False, **inputs):
         raise
     except Exception as err:
         raise UnsupportedArchitectureError(
-            f"{model_type_of(lm)!r}: {type(lm).__name__} does not run a forward pass from input_ids alone "
+            f"{named_type(lm)}: {type(lm).__name__} does not run a forward pass from input_ids alone "
             f"({type(err).__name__}: {str(err)[:200]}): the model itself fails, before hfself changes anything, so "
             "it cannot be conditioned. Check its config (or the inputs it needs beyond token ids).") from err
+
+
+@contextmanager
+def refused_on_failure(lm: nn.Module, doing: str):
+    """Turn a failure inside ``doing`` (measuring, verifying) into an :class:`UnsupportedArchitectureError` that
+    names the type and the error: a model hfself cannot handle is refused, never a crash halfway."""
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, _Stop) or type(err).__module__.startswith("hfself"):
+            raise  # hfself's own errors already say what is wrong (a refusal, personas stacking)
+        raise UnsupportedArchitectureError(
+            f"{named_type(lm)}: hfself failed while {doing} {type(lm).__name__} ({type(err).__name__}: "
+            f"{str(err)[:200]}), so it is not supported as it is. {_HOW_TO_REGISTER}") from err
 
 
 def _probe_ids(lm: nn.Module, length: int) -> torch.Tensor:
@@ -719,7 +749,7 @@ def _head_block(scratch, args, kwargs, via_kernel) -> int:
             _, q, k, v = recorder.calls[0]
             return math.gcd(q.shape[-1], k.shape[-1], v.shape[-1])
     config = getattr(scratch, "config", None)
-    head_dim = getattr(config, "head_dim", None) if config is not None else None
+    head_dim = config_value(config, "head_dim") if config is not None else None
     return head_dim or 64
 
 
@@ -860,6 +890,9 @@ def _attention_of(layer: nn.Module, index: int, adapter: ArchAdapter | None, cal
             raise UnsupportedArchitectureError(f"adapter: layer {index} has no {adapter.attention!r}")
         return module, adapter.attention
     in_layer = [(name, m) for name, m in layer.named_modules() if id(m) in called and not _CROSS.search(name)]
+    # a module that calls the kernel over something other than tokens has no Q/K projections of its own
+    # (Inkling-2's attention over earlier blocks' residuals): the token attention is the one with projections
+    in_layer.sort(key=lambda item: len(_projections(item[1])) < 2)
     if in_layer:
         return in_layer[0][1], in_layer[0][0]
     if called:  # this model's attention calls the kernel; this layer's token mixer does not
@@ -918,9 +951,9 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _config_heads(config) -> tuple[int, int, int]:
-    nh = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
-    nkv = getattr(config, "num_key_value_heads", None) or nh
-    hd = getattr(config, "head_dim", None) or config.hidden_size // nh
+    nh = config_value(config, "num_attention_heads") or config_value(config, "n_head")
+    nkv = config_value(config, "num_key_value_heads") or nh
+    hd = config_value(config, "head_dim") or config_value(config, "hidden_size") // nh
     return nh, nkv, hd
 
 

@@ -1,4 +1,4 @@
-"""Register plugin models with the transformers Auto classes at ``import hfself``, importing nothing heavy.
+"""Register plugin models with the transformers Auto classes at ``import hfself``, importing nothing heavy then.
 
 A plugin declares its classes as entry points, one group per Auto class; the
 entry point's name is the ``model_type``::
@@ -11,14 +11,16 @@ entry point's name is the ``model_type``::
     my_type = "my_plugin:MyTokenizer"
 
 When transformers' Auto modules are imported (or at once, if they already
-are), each declared ``model_type`` is added to their name tables, the way
-transformers lists its own models, and ``transformers.models.<model_type>``
-resolves the class names from the plugin on first use. So
-``AutoConfig.for_model("spiralformer")`` or
+are), each declared class is registered through their public ``register``
+(``AutoConfig.register``, ``AutoModelForCausalLM.register``,
+``AutoTokenizer.register``). So ``AutoConfig.for_model("spiralformer")`` or
 ``AutoModelForCausalLM.from_pretrained(persona_dir)`` work after
-``import hfself`` while ``hfself --help`` imports neither torch nor
-transformers. The ``hfself_register_models`` hook still registers classes of
-plugins without these entry points (when the plugin manager loads).
+``import hfself``, and ``import hfself`` or ``hfself --help`` imports neither
+torch nor transformers. The cost is paid when transformers' Auto modules are
+imported: the declared configs (and torch, which they import) load with
+``configuration_auto``, the declared models with ``modeling_auto``. The
+``hfself_register_models`` hook still registers classes of plugins without
+these entry points (when the plugin manager loads).
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import importlib.abc
 import importlib.metadata
 import sys
-import types
 import warnings
 from functools import cache
 
@@ -40,16 +41,11 @@ def auto_map(config_name: str, model_name: str) -> dict[str, str]:
     return {"AutoConfig": f"{LOADER_MODULE}.{config_name}", "AutoModelForCausalLM": f"{LOADER_MODULE}.{model_name}"}
 
 
-# entry-point group -> (transformers module whose name table gets the entry, the table)
+# entry-point group -> the transformers module whose Auto class registers it
 GROUPS = {
-    "hfself.auto_config": ("transformers.models.auto.configuration_auto", "CONFIG_MAPPING_NAMES"),
-    "hfself.auto_model_for_causal_lm": ("transformers.models.auto.modeling_auto", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
-    "hfself.auto_tokenizer": ("transformers.models.auto.tokenization_auto", "TOKENIZER_MAPPING_NAMES"),
-}
-# the Auto mappings built from CONFIG_MAPPING_NAMES before hfself was imported need the reverse entry
-MAPPINGS = {
-    "transformers.models.auto.modeling_auto": "MODEL_FOR_CAUSAL_LM_MAPPING",
-    "transformers.models.auto.tokenization_auto": "TOKENIZER_MAPPING",
+    "hfself.auto_config": "transformers.models.auto.configuration_auto",
+    "hfself.auto_model_for_causal_lm": "transformers.models.auto.modeling_auto",
+    "hfself.auto_tokenizer": "transformers.models.auto.tokenization_auto",
 }
 
 
@@ -70,62 +66,57 @@ def model_types() -> set[str]:
     return set(declared()["hfself.auto_config"])
 
 
-class _PluginClasses(types.ModuleType):
-    """Stands in for ``transformers.models.<model_type>``: resolves its class names from the declaring plugin."""
+class _Registration:
+    """Runs each Auto module's registrations once it is executed, one at a time: loading a plugin's config may
+    import another Auto module, whose registrations then wait until this one's are done."""
 
-    def __init__(self, name: str, entry_points: dict[str, importlib.metadata.EntryPoint]):
-        super().__init__(name, f"hfself plugin classes for {name.rsplit('.', 1)[-1]!r}")
-        self._entry_points = entry_points
-
-    def __getattr__(self, attr: str):
-        entry_point = self.__dict__.get("_entry_points", {}).get(attr)
-        if entry_point is None:
-            raise AttributeError(f"{self.__name__} has no attribute {attr!r}")
-        value = entry_point.load()
-        setattr(self, attr, value)
-        return value
+    pending: list[str] = []
+    busy = False
+    done: set[str] = set()
 
 
-def _stand_in(model_type: str) -> _PluginClasses | None:
-    from transformers.models.auto.configuration_auto import model_type_to_module_name
+def _register(module_name: str) -> None:
+    _Registration.pending.append(module_name)
+    if _Registration.busy:
+        return
+    _Registration.busy = True
+    try:
+        while _Registration.pending:
+            name = _Registration.pending.pop(0)
+            if name not in _Registration.done:
+                _Registration.done.add(name)
+                try:
+                    _register_group(name)
+                except Exception as err:  # a broken plugin must not break importing transformers
+                    warnings.warn(f"hfself: registering plugin classes with {name} failed: {err}", stacklevel=2)
+    finally:
+        _Registration.busy = False
 
-    name = f"transformers.models.{model_type_to_module_name(model_type)}"
-    module = sys.modules.get(name)
-    if module is None:
-        module = sys.modules[name] = _PluginClasses(name, {})
-    if not isinstance(module, _PluginClasses):
-        return None
-    return module
 
-
-def _patch(module_name: str) -> None:
-    """Add every declared model_type to the name table of ``module_name`` (idempotent)."""
-    module = sys.modules[module_name]
-    config_names = sys.modules["transformers.models.auto.configuration_auto"].CONFIG_MAPPING_NAMES
-    for group, (target, table_name) in GROUPS.items():
-        if target != module_name:
-            continue
-        table = getattr(module, table_name)
-        for model_type, entry_point in declared()[group].items():
-            if model_type not in declared()["hfself.auto_config"]:
-                continue  # a model or tokenizer needs its config declared too
-            if group == "hfself.auto_config" and model_type in table and table[model_type] != entry_point.attr:
-                warnings.warn(f"hfself: plugin model_type {model_type!r} is already a transformers model type; "
-                              f"{entry_point.value} is not registered with AutoConfig", stacklevel=2)
-                continue
-            stand_in = _stand_in(model_type)
-            if stand_in is None:  # transformers has a real module of that name
-                continue
-            stand_in._entry_points[entry_point.attr] = entry_point
-            table[model_type] = entry_point.attr
-    if module_name in MAPPINGS:
-        mapping = getattr(module, MAPPINGS[module_name])
+def _register_group(module_name: str) -> None:
+    """Register every declared class of the Auto module ``module_name`` through its public ``register``."""
+    configs = sys.modules["transformers.models.auto.configuration_auto"]
+    if module_name == GROUPS["hfself.auto_config"]:
         for model_type, entry_point in declared()["hfself.auto_config"].items():
-            if config_names.get(model_type) == entry_point.attr:
-                mapping._reverse_config_mapping.setdefault(entry_point.attr, model_type)
+            try:
+                configs.AutoConfig.register(model_type, entry_point.load(), exist_ok=True)
+            except ValueError as err:  # a model_type transformers has itself
+                warnings.warn(f"hfself: {entry_point.value} is not registered with AutoConfig: {err}", stacklevel=2)
+        return
+    group = next(g for g, target in GROUPS.items() if target == module_name)
+    auto_class = {"hfself.auto_model_for_causal_lm": "AutoModelForCausalLM",
+                  "hfself.auto_tokenizer": "AutoTokenizer"}[group]
+    for model_type, entry_point in declared()[group].items():
+        try:
+            config_cls = configs.CONFIG_MAPPING[model_type]
+        except KeyError:
+            continue  # a model or tokenizer needs its config declared (and registered) too
+        if config_cls.__module__.startswith("transformers."):
+            continue  # transformers' own type of that name
+        getattr(sys.modules[module_name], auto_class).register(config_cls, entry_point.load(), exist_ok=True)
 
 
-class _PatchAfterExec(importlib.abc.Loader):
+class _RegisterAfterExec(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader):
         self.loader = loader
 
@@ -137,11 +128,11 @@ class _PatchAfterExec(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         self.loader.exec_module(module)
-        _patch(module.__name__)
+        _register(module.__name__)
 
 
 class _AutoModulesFinder(importlib.abc.MetaPathFinder):
-    """Patches transformers' Auto modules right after they are executed."""
+    """Registers hfself's classes with transformers' Auto classes right after their modules are executed."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in _TARGETS:
@@ -152,20 +143,20 @@ class _AutoModulesFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _PatchAfterExec(spec.loader)
+                    spec.loader = _RegisterAfterExec(spec.loader)
                 return spec
         return None
 
 
-_TARGETS = [target for target, _ in GROUPS.values()]
+_TARGETS = list(GROUPS.values())
 
 
 def install() -> None:
-    """Patch the Auto modules already imported; patch the others when they are (called by ``import hfself``)."""
+    """Register with the Auto modules already imported, and with the others when they are (``import hfself``)."""
     if not any(declared().values()):
         return
     if not any(isinstance(finder, _AutoModulesFinder) for finder in sys.meta_path):
         sys.meta_path.insert(0, _AutoModulesFinder())
-    for target in _TARGETS:  # configuration_auto first: the others read its table
+    for target in _TARGETS:  # configuration_auto first: the others need its configs
         if target in sys.modules:
-            _patch(target)
+            _register(target)

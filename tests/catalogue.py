@@ -24,8 +24,10 @@ from hfself.auto import model_types
 # transformers' own causal LMs: hfself's models join the Auto tables at `import hfself`, and are not bases
 CATALOGUE = sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - model_types())
 # Tiny configurations drawn per type: 0 is the project's shrinker, 1.. are drawn (``drawn_values``).
-# HFSELF_CATALOGUE_VARIANTS=N runs variants 0..N-1 (the scheduled catalogue check runs more than CI does).
-VARIANTS = range(int(os.environ.get("HFSELF_CATALOGUE_VARIANTS", "1")))
+# HFSELF_CATALOGUE_VARIANTS=N runs variants 0..N-1 (the scheduled catalogue check runs more than CI does);
+# a comma list ("1,2") runs those variants only.
+_VARIANTS_SPEC = os.environ.get("HFSELF_CATALOGUE_VARIANTS", "1")
+VARIANTS = [int(v) for v in _VARIANTS_SPEC.split(",") if v] if "," in _VARIANTS_SPEC else range(int(_VARIANTS_SPEC))
 CASES = [(model_type, variant) for model_type in CATALOGUE for variant in VARIANTS]
 VOCAB = 512
 MAX_LAYERS = 8
@@ -39,7 +41,7 @@ _SIZES = {
     "decoder_attention_heads": 4, "encoder_attention_heads": 4, "num_key_value_heads": 2, "num_kv_heads": 2,
     "n_kv_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "n_layer": 2, "n_layers": 2, "num_layers": 2,
     "decoder_layers": 2, "encoder_layers": 2, "vocab_size": VOCAB, "max_position_embeddings": 256,
-    "n_positions": 256, "n_ctx": 256, "max_seq_len": 256, "num_experts": 4, "num_local_experts": 4,
+    "unpadded_vocab_size": VOCAB, "n_positions": 256, "n_ctx": 256, "max_seq_len": 256, "num_experts": 4, "num_local_experts": 4,
     "n_routed_experts": 4, "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
     "v_head_dim": 16, "rotary_dim": 8, "num_experts_per_tok": 2, "top_k": 2, "moe_topk": 2, "n_group": 1,
     "num_expert_group": 1, "topk_group": 1, "num_experts_per_token": 2, "n_shared_experts": 1, "mamba_d_head": 16,
@@ -47,15 +49,23 @@ _SIZES = {
     "linear_key_head_dim": 16, "linear_value_head_dim": 16, "index_head_dim": 16, "index_n_heads": 4,
     "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16,
 }
-_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers")
+_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers", "encoder_layers")
 # Fields a default config may leave None for the model to fail on (real checkpoints set them).
-_DERIVED = {"head_dim": 16, "num_key_value_heads": 2, "num_experts_per_tok": 2}
+_DERIVED = {"head_dim": 16, "num_key_value_heads": 2, "num_experts_per_tok": 2, "n_routed_experts": 4,
+            "n_shared_experts": 1}
 # Fields a type's default config lacks or leaves at a value its model cannot run (real checkpoints set them),
 # and hybrids whose default config holds no attention layer (real checkpoints do): one attention layer.
 _CHECKPOINT_FIELDS = {
     "bamba": {"attn_layer_indices": [1]},
     "granitemoehybrid": {"layer_types": ["mamba", "attention"]},
     "dbrx": {"attn_config": {"rope_theta": 500000.0, "clip_qkv": 8.0, "kv_n_heads": 2}},  # DBRX's own values
+    "cohere_compass_text": {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e4}}},
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+    # a loop model: input, recurrent and output blocks of one layer each
+    "dory": {"num_hidden_layers": 3, "n_input_layers": 1, "n_recurrent_layers": 1, "n_output_layers": 1,
+             "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]},
+    "qwen4_exp_text": {"indexer_n_heads": 2, "indexer_kv_heads": 1, "indexer_head_dim": 16, "indexer_budget": 8,
+                       "indexer_compress_ratio": 2},
 }
 _PATTERN_KEYS = ("layer_types", "layers_block_type", "attention_layers", "block_types")
 
@@ -72,14 +82,20 @@ def _layer_count(pattern: list) -> int:
 
 def tiny_values(values: dict) -> dict:
     """The tiny value of every size field (and per-layer list) in a config's ``to_dict()``."""
-    pattern = next((values[k] for k in _PATTERN_KEYS if isinstance(values.get(k), list)), None)
+    pattern_key = next((k for k in _PATTERN_KEYS if isinstance(values.get(k), list)), None)
+    pattern = values[pattern_key] if pattern_key else None
     n_layers = _layer_count(pattern) if pattern else 2
     tiny = {}
+    shared = values.get("num_kv_shared_layers")
+    if pattern and isinstance(shared, int) and shared > 0:  # Gemma-3n: the last layers reuse earlier layers' KV
+        kinds = list(dict.fromkeys(pattern))  # every kind once among the producers, once among the consumers
+        n_layers, tiny["num_kv_shared_layers"] = 2 * len(kinds), len(kinds)
+        pattern = kinds * 2
     for key, small in _SIZES.items():
         value = values.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             if key == "head_dim" and isinstance(values.get("qk_rope_head_dim"), int):
-                small = _SIZES["qk_rope_head_dim"]  # MLA: head_dim is the rotary part
+                small = _mla_head_dim(values, _SIZES["qk_nope_head_dim"], _SIZES["qk_rope_head_dim"])
             tiny[key] = small if key in ("head_dim", *_LAYER_COUNT_KEYS) else min(small, value)
             if key in _LAYER_COUNT_KEYS:
                 tiny[key] = n_layers
@@ -91,25 +107,37 @@ def tiny_values(values: dict) -> dict:
             tiny[key], tiny[key.replace("_period", "_offset")] = 2, 1
     for key, value in values.items():  # per-layer lists follow the layer count
         if isinstance(value, list) and (key in _PATTERN_KEYS or len(value) > n_layers
-                                        and key.endswith(("types", "layers", "_theta"))):
-            tiny[key] = value[:n_layers]
+                                        and key.endswith(("types", "layers", "_theta", "_pattern"))):
+            tiny[key] = (pattern if key == pattern_key else value)[:n_layers]
         elif key.endswith("_token_id") and isinstance(value, int) and value >= VOCAB:
             tiny[key] = VOCAB - 1
     if isinstance(values.get("mamba_d_ssm"), int) and "mamba_n_heads" in tiny and "mamba_d_head" in tiny:
         tiny["mamba_d_ssm"] = tiny["mamba_n_heads"] * tiny["mamba_d_head"]  # Falcon-H1: the SSM width is heads x head
     overrides = values.get("per_layer_config")
     if isinstance(overrides, dict):  # per-layer sizes (Gemma 4, dots3): kept for the layers kept, twice the tiny size
-        tiny["per_layer_config"] = {index: _tiny_override(layer) for index, layer in overrides.items()
+        tiny["per_layer_config"] = {index: _tiny_override(layer, values, tiny) for index, layer in overrides.items()
                                     if int(index) < n_layers}
     if "add_cross_attention" in values:  # BERT-style encoders are causal LMs only as decoders
         tiny["is_decoder"] = True
     return tiny
 
 
-def _tiny_override(layer: dict) -> dict:
+def _mla_head_dim(values: dict, nope: int, rope: int) -> int:
+    """MLA's tiny ``head_dim``: the whole query-key width where the config's is (dots3's sliding layers), else
+    the rotary part (DeepSeek's)."""
+    whole = values.get("head_dim") == values.get("qk_nope_head_dim", 0) + values.get("qk_rope_head_dim", 0)
+    return nope + rope if whole else rope
+
+
+def _tiny_override(layer: dict, values: dict, tiny_top: dict) -> dict:
+    """One layer's overrides at twice the tiny size; relations the default keeps (key heads on every query head,
+    MLA's whole head width) kept."""
     tiny = {k: 2 * _SIZES[k] if k in _SIZES and isinstance(v, int) else v for k, v in layer.items()}
     if layer.get("num_key_value_heads") == layer.get("num_attention_heads"):  # MLA: K on every head
         tiny["num_key_value_heads"] = tiny.get("num_attention_heads")
+    merged, merged_tiny = {**values, **layer}, {**tiny_top, **tiny}
+    if isinstance(merged.get("qk_rope_head_dim"), int) and isinstance(merged.get("head_dim"), int):
+        tiny["head_dim"] = _mla_head_dim(merged, merged_tiny["qk_nope_head_dim"], merged_tiny["qk_rope_head_dim"])
     return {k: v for k, v in tiny.items() if v is not None}
 
 
@@ -180,20 +208,34 @@ def drawn_values(values: dict, variant: int, model_type: str) -> dict:
     return out
 
 
-def tiny_config(model_type: str, variant: int = 0, **overrides) -> PretrainedConfig:
-    """The type's config rebuilt with tiny sizes (so derived fields follow), else its default shrunk in place."""
+def tiny_config(model_type: str, variant: int = 0, undrawn: tuple = (), **overrides) -> PretrainedConfig:
+    """The type's config rebuilt with tiny sizes (so derived fields follow), else its default shrunk in place;
+    ``undrawn`` fields keep their tiny value in a drawn variant."""
     config_cls = CONFIG_MAPPING[model_type]
     try:
         defaults = config_cls().to_dict()
         tiny = tiny_values(defaults)
         drawn = drawn_values({**defaults, **tiny}, variant, model_type) if variant else {}
-        drawn = {k: v for k, v in drawn.items() if k not in overrides}
+        drawn = {k: v for k, v in drawn.items() if k not in overrides and k not in undrawn}
         config = _validated(config_cls, {**tiny, **_CHECKPOINT_FIELDS.get(model_type, {}), **overrides}, drawn)
     except Exception:
         return shrink_config(config_cls())
     for key in list(vars(config)):  # sub-configs (a multimodal model's text and vision parts)
         if isinstance(vars(config).get(key), PretrainedConfig):
             shrink_config(getattr(config, key), 1)
+    return config
+
+
+def _sub_configs_rebuilt(config: PretrainedConfig, kv_on_every_head: bool = False) -> PretrainedConfig:
+    """``config`` with its text sub-config rebuilt from its class's tiny values (so its per-layer configs follow),
+    with the fields real checkpoints set; key heads on every query head if asked (multi-head latent attention)."""
+    for key in list(vars(config)):
+        sub = vars(config).get(key)
+        if isinstance(sub, PretrainedConfig) and sub is config.get_text_config():
+            tiny = {**tiny_values(type(sub)().to_dict()), **_CHECKPOINT_FIELDS.get(sub.model_type, {})}
+            if kv_on_every_head and "num_key_value_heads" in tiny and "num_attention_heads" in tiny:
+                tiny["num_key_value_heads"] = tiny["num_attention_heads"]
+            setattr(config, key, _validated(type(sub), tiny, {}))
     return config
 
 
@@ -227,8 +269,12 @@ def build(model_type: str, seed: int = 0, attn_implementation: str = "eager", va
         lambda: tiny_config(model_type, variant),
         # multi-head latent attention expands K to every query head
         lambda: tiny_config(model_type, variant, num_key_value_heads=tiny_config(model_type, variant)
-                            .get_text_config().num_attention_heads),
+                            .get_text_config().to_dict().get("num_attention_heads")),  # (per-layer configs too)
     ]
+    if variant:  # a drawn head width that the model ties to hidden_size / heads (Helium's o_proj)
+        attempts.append(lambda: tiny_config(model_type, variant, undrawn=("head_dim",)))
+    attempts.append(lambda: _sub_configs_rebuilt(tiny_config(model_type, variant)))
+    attempts.append(lambda: _sub_configs_rebuilt(tiny_config(model_type, variant), kv_on_every_head=True))  # dots3
     if not variant:
         attempts.append(lambda: shrink_config(CONFIG_MAPPING[model_type]()))
     for attempt in attempts:

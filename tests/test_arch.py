@@ -140,12 +140,15 @@ def test_model_without_attention_error_says_why_and_how():
 
 
 def test_register_adapter_for_new_type():
+    """A registered adapter wins over discovery: it marks layer 1 as having no attention (discovery finds two)."""
     model = tiny_model("llama")
+    assert len(inspect_model(model).attention_layers) == 2
     model.config.model_type = "my_llm"
     register_adapter("my_llm", ArchAdapter(layers_path="model.layers", attention="self_attn",
-                                           q_proj="q_proj", k_proj="k_proj"))
+                                           q_proj="q_proj", k_proj="k_proj", has_attention=lambda i, layer: i == 0))
     try:
-        assert inspect_model(model).num_layers == 2
+        info = inspect_model(model)
+        assert info.num_layers == 2 and [layer.has_attention for layer in info.layers] == [True, False]
     finally:
         from hfself import arch
         arch._registered.pop("my_llm")
@@ -203,14 +206,15 @@ def test_plugin_registered_adapter():
     @hookimpl
     def hfself_register_arch_adapters(register):
         register("plugin_llm", ArchAdapter(layers_path="model.layers", attention="self_attn",
-                                           q_proj="q_proj", k_proj="k_proj"))
+                                           q_proj="q_proj", k_proj="k_proj", has_attention=lambda i, layer: i == 0))
 
     mod.hfself_register_arch_adapters = hfself_register_arch_adapters
     plugins.register_plugin(mod, name="adapter_plugin")
     try:
         model = tiny_model("llama")
         model.config.model_type = "plugin_llm"
-        assert inspect_model(model).model_type == "plugin_llm"
+        info = inspect_model(model)  # the plugin's adapter, not discovery: layer 1 has no attention
+        assert info.model_type == "plugin_llm" and [layer.has_attention for layer in info.layers] == [True, False]
     finally:
         plugins.unregister_plugin("adapter_plugin")
 

@@ -100,7 +100,8 @@ def test_identity_on_every_causal_lm(model_type, variant, tmp_path):
     with model.identity_disabled():
         assert torch.equal(_logits(model, ids), plain), "identity off must be bit-identical"
     on = _logits(model, ids)
-    assert (on - plain).abs().max() > 1e-4, "identity on must move the logits"
+    # above float noise: a random-init base with near-uniform attention moves little (post-LN BERTs: ~3e-5)
+    assert (on - plain).abs().max() > 1e-6, "identity on must move the logits"
     maps_on = _attention_maps(model, ids)
     with model.identity_disabled():
         maps_off = _attention_maps(model, ids)

@@ -54,7 +54,7 @@ def plugin():
         from hfself.arch import ArchAdapter
 
         register("hello_lm", ArchAdapter(layers_path="model.layers", attention="self_attn", q_proj="q_proj",
-                                         k_proj="k_proj"))
+                                         k_proj="k_proj", has_attention=lambda i, layer: i == 0))
 
     @hookimpl
     def hfself_register_callbacks(register):
@@ -117,7 +117,8 @@ def test_hook_register_arch_adapters(plugin):
 
     model = tiny_model("llama")
     model.config.model_type = "hello_lm"
-    assert inspect_model(model).num_layers == 2
+    info = inspect_model(model)  # the plugin's adapter (discovery alone finds attention in both layers)
+    assert info.num_layers == 2 and [layer.has_attention for layer in info.layers] == [True, False]
 
 
 def test_hook_register_callbacks(plugin):

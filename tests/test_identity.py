@@ -172,6 +172,18 @@ def test_key_only_identity_cannot_move_attention_without_rope(name):
     torch.testing.assert_close(on, base, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_key_only_identity_moves_attention_with_rope(name):
+    """The twin of the note above: RoPE rotates the key bias differently at each position, so it moves attention."""
+    model = _persona(name, inject_q=False, inject_k=True, init_std=0.5)
+    ids = sample_ids()
+    with torch.no_grad():
+        with model.identity_disabled():
+            base = model(input_ids=ids, output_attentions=True).attentions[0]
+        on = model(input_ids=ids, output_attentions=True).attentions[0]
+    assert (on - base).abs().max() > 1e-3
+
+
 def test_gradients_reach_identity_and_lora(tmp_path):
     from peft import LoraConfig, get_peft_model
 
@@ -505,3 +517,35 @@ def test_a_base_that_is_not_causal_is_refused_unless_asked_for(tmp_path):
 
     causal = tiny_model("llama")
     IdentityForCausalLM.from_base(causal, IdentityConfig(identity_dim=8))  # a causal base passes the check
+
+
+def test_a_base_that_needs_more_than_token_ids_is_refused_by_name():
+    """A Gemma-4 assistant (a draft model) runs on its target's shared KV states: hfself refuses it by type, with
+    the model's own error, before adding a hook."""
+    from catalogue import tiny_config
+    from transformers import Gemma4AssistantConfig
+
+    text = tiny_config("gemma4_text").to_dict()
+    text.update(hidden_size_per_layer_input=0, vocab_size_per_layer_input=0, enable_moe_block=False,
+                use_double_wide_mlp=False, num_kv_shared_layers=text["num_hidden_layers"])
+    config = Gemma4AssistantConfig(text_config=text, backbone_hidden_size=64, num_centroids=16,
+                                   centroid_intermediate_top_k=4)
+    base = AutoModelForCausalLM.from_config(config).eval()
+    with pytest.raises(UnsupportedArchitectureError,
+                       match=r"'gemma4_assistant' \(text model 'gemma4_text'\).*from input_ids alone.*shared_kv"):
+        IdentityForCausalLM.from_base(base, IdentityConfig(identity_dim=8))
+    assert _hook_count(base) == 0
+
+
+def test_a_failure_inside_discovery_is_a_refusal_naming_the_type():
+    """An unexpected error while hfself measures a model becomes a refusal that names the type and the error;
+    hfself's own errors (personas stacking, a wrong layout) pass as they are."""
+    from hfself.arch import LayoutError, refused_on_failure
+
+    model = tiny_model("llama")
+    with pytest.raises(UnsupportedArchitectureError, match=r"'llama'.*measuring.*RuntimeError: boom.*register"):
+        with refused_on_failure(model, "measuring"):
+            raise RuntimeError("boom")
+    with pytest.raises(LayoutError, match="^mine$"):
+        with refused_on_failure(model, "measuring"):
+            raise LayoutError("mine")

@@ -123,7 +123,8 @@ def test_design_public_names_import_from_hfself():
 
 def test_import_hfself_registers_the_auto_classes_cheaply(tmp_path):
     """In fresh interpreters: after ``import hfself`` alone (before or after transformers), the Auto classes know
-    hfself's configs, models and the glyph tokenizer, and no plugin module was imported until one was used."""
+    hfself's configs, models and the glyph tokenizer, through their public ``register``. ``import hfself`` before
+    transformers imports no plugin module (nor torch); after it, the Auto classes are there to register with."""
     import torch
     from tiny_models import tiny_model, tokenizer
 
@@ -142,8 +143,12 @@ def test_import_hfself_registers_the_auto_classes_cheaply(tmp_path):
     check = f"""
 import sys
 import hfself
-assert not [m for m in sys.modules if m.startswith("hfself_plugins.")], "import hfself imported a plugin"
+if "transformers" not in sys.modules:
+    assert not [m for m in sys.modules if m.startswith("hfself_plugins.")], "import hfself imported a plugin"
+    assert "torch" not in sys.modules, "import hfself imported torch"
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+assert "spiralformer" not in CONFIG_MAPPING_NAMES, "registered through AutoConfig.register, not transformers' table"
 assert type(AutoConfig.for_model("spiralformer")).__name__ == "SpiralformerConfig"
 for name, expected in (("persona", "IdentityForCausalLM"), ("temporal", "TemporalLoraForCausalLM"),
                        ("spiral", "SpiralformerForCausalLM")):

@@ -111,12 +111,27 @@ def test_save_load_round_trip_and_auto_model(tmp_path):
 
 
 def test_calibration_loss_balances_domains_and_neutral():
+    """Each domain weighs the same however many tokens it has; neutral texts add KL(uniform || routing)."""
+    import torch.nn.functional as F
+
     model = _temporal()
     model.set_trainable("mixer")
-    ids = sample_ids(batch=3, length=10)
-    out = model(input_ids=ids, domain_labels=torch.tensor([0, 1, 0]), neutral=torch.tensor([0, 0, 1]))
-    assert out.logits.shape == (3, 10, 2) and out.loss > 0
-    out.loss.backward()
+    ids = sample_ids(batch=2, length=10)
+    pair = model(input_ids=ids, domain_labels=torch.tensor([0, 1]))
+    tripled = torch.cat([ids[:1], ids[:1], ids[1:]])  # domain 0 twice: 2/3 of the tokens
+    out = model(input_ids=tripled, domain_labels=torch.tensor([0, 0, 1]))
+    torch.testing.assert_close(out.loss, pair.loss)
+    per_token = F.cross_entropy(out.logits.flatten(0, 1), torch.tensor([0, 0, 1]).repeat_interleave(10))
+    assert not torch.isclose(per_token, out.loss), "a token-weighted loss would differ: the check can fail"
+
+    neutral = model(input_ids=tripled, domain_labels=torch.tensor([0, 1, 0]), neutral=torch.tensor([0, 0, 1]))
+    log_probs = neutral.logits.log_softmax(-1)
+    balanced = (F.cross_entropy(neutral.logits[0], torch.zeros(10, dtype=torch.long))
+                + F.cross_entropy(neutral.logits[1], torch.ones(10, dtype=torch.long))) / 2
+    kl = F.kl_div(log_probs[2], torch.full_like(log_probs[2], 0.5), reduction="batchmean")
+    torch.testing.assert_close(neutral.loss, balanced + kl)
+    assert neutral.logits.shape == (3, 10, 2) and kl > 0
+    neutral.loss.backward()
     assert model.mixer.net[-1].weight.grad is not None
 
 

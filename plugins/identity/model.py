@@ -12,7 +12,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hfself import persist
-from hfself.arch import _HOW_TO_REGISTER, LayoutError, inspect_model, is_peft_model, unwrap_model
+from hfself.arch import (_HOW_TO_REGISTER, LayoutError, inspect_model, is_peft_model, refused_on_failure,
+                         unwrap_model)
 from hfself.plugins import registry
 from hfself.sharding import gathered
 from hfself.wrapper import LMWrapper, model_card, write_loader_module
@@ -69,17 +70,19 @@ class IdentityForCausalLM(LMWrapper):
         self.injector = None
         self.last_self_description: str | None = None
         if config.enabled:
+            lm = unwrap_model(base_model)
             if not config.allow_non_causal_base:
-                with gathered(base_model):  # weights ZeRO-3 partitioned at load are whole for this check
-                    check_base_is_causal(unwrap_model(base_model))
-            self.arch = inspect_model(base_model)
+                with gathered(base_model), refused_on_failure(lm, "checking the causality of"):
+                    check_base_is_causal(lm)  # (weights ZeRO-3 partitioned at load are whole for this check)
+            with refused_on_failure(lm, "measuring the attention of"):
+                self.arch = inspect_model(base_model)
             self._build_identity(config)
-            with gathered(base_model):
-                cached = verify_effect(unwrap_model(base_model), self.injector, self.arch)
+            with gathered(base_model), refused_on_failure(lm, "verifying the identity on"):
+                cached = verify_effect(lm, self.injector, self.arch)
                 if cached:  # keys that the KV cache keeps in its value slot: conditioned through the other units
                     self.arch = without_projections(self.arch, cached)
                     self._build_identity(config)
-                    if verify_effect(unwrap_model(base_model), self.injector, self.arch):
+                    if verify_effect(lm, self.injector, self.arch):
                         raise LayoutError(f"{self.arch.model_type!r}: the identity still moves the value slot of "
                                           f"the KV cache without {sorted(cached)}. {_HOW_TO_REGISTER}")
             self.injector.attach()
@@ -282,10 +285,10 @@ class IdentityForCausalLM(LMWrapper):
 def _check_base(config: IdentityConfig, base_model: nn.Module, where) -> None:
     if not config.base_config:
         return
-    lm_config = unwrap_model(base_model).config
+    lm_config = unwrap_model(base_model).config.to_dict()  # as saved (per-layer values included)
     saved = config.base_config
     for key in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-        want, got = saved.get(key), getattr(lm_config, key, None)
+        want, got = saved.get(key), lm_config.get(key)
         if want is not None and got is not None and want != got:
             raise PersonaMismatchError(
                 f"persona {where} was trained on base {config.base_model_name_or_path!r} "
