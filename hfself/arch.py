@@ -222,6 +222,19 @@ class ArchInfo:
     fused_qkv: bool  # some projection feeds more than one of Q, K, V
     layers: list[LayerInfo] = field(repr=False)
     source: str = "discovered"  # "discovered" or "adapter <model_type>"
+    # what the last decoder layer output on the (1, T) probe: (1, T, hidden_size), or several residual streams
+    residual_shape: tuple | None = None
+
+    def require_one_residual_stream(self, plugin: str, lm: nn.Module) -> None:
+        """Refuse ``lm``, naming its type, where its layers pass several residual streams (hyper-connections,
+        Gemma-3n's AltUp): ``plugin`` reads or edits one (B, T, hidden_size) residual."""
+        shape = self.residual_shape
+        if shape is not None and (len(shape) != 3 or shape[0] != 1 or shape[-1] != self.hidden_size):
+            raise UnsupportedArchitectureError(
+                f"{named_type(lm)}: its decoder layers output a {list(shape)} tensor for one sequence, not "
+                f"(1, positions, hidden_size={self.hidden_size}) (several residual streams, e.g. "
+                f"hyper-connections or AltUp); {plugin} reads one residual stream, so it does not support this "
+                f"model. {_HOW_TO_REGISTER}")
 
     @property
     def attention_layers(self) -> list[LayerInfo]:
@@ -503,8 +516,13 @@ def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
             if module is not layer and len(_projections(module)) >= 1 and not _is_projection(module):
                 handles.append(module.register_forward_pre_hook(
                     lambda m, args, kwargs: captured.setdefault(id(m), (args, kwargs)) and None, with_kwargs=True))
-    last = layers[len(layers) - 1]
-    handles.append(last.register_forward_hook(_stop_forward))
+    last, widths = layers[len(layers) - 1], []
+
+    def record_width_and_stop(module, args, output):
+        widths.append(tuple(residual_of(output).shape))
+        _stop_forward()
+
+    handles.append(last.register_forward_hook(record_width_and_stop))
     recorder = _Recorder()
     try:
         with torch.no_grad(), _instrumented_kernels(recorder):
@@ -514,7 +532,7 @@ def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
     finally:
         for h in handles:
             h.remove()
-    return captured, recorder.calls
+    return captured, recorder.calls, (widths[0] if widths else None)  # (..., residual width) of the last layer
 
 
 # --------------------------------------------------------------------------- measuring Q/K/V units
@@ -812,7 +830,7 @@ def _inspect_model(lm: nn.Module) -> ArchInfo:
     else:
         _, layers = find_layers(lm)
 
-    captured, calls = _capture(lm, layers)
+    captured, calls, residual_shape = _capture(lm, layers)
     called = {}
     for module, q, k, v in calls:
         called.setdefault(id(module), (module, q, k, v))
@@ -877,7 +895,8 @@ def _inspect_model(lm: nn.Module) -> ArchInfo:
     return ArchInfo(model_type=model_type, hidden_size=hidden, num_layers=len(layers), num_heads=first.num_heads,
                     num_kv_heads=first.num_kv_heads, head_dim=first.head_dim, positional=positional or "none",
                     fused_qkv=fused, layers=infos,
-                    source=f"adapter {model_type}" if adapter is not None else "discovered")
+                    source=f"adapter {model_type}" if adapter is not None else "discovered",
+                    residual_shape=residual_shape)
 
 
 def _attention_of(layer: nn.Module, index: int, adapter: ArchAdapter | None, called: dict):

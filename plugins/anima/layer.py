@@ -29,6 +29,7 @@ class SAESteering:
     def __init__(self, model: nn.Module, sae, layer: int | None = None):
         self.model, self.sae = model, sae
         self.arch = inspect_model(model)
+        self.arch.require_one_residual_stream("anima", model)
         self.layer = self.arch.num_layers // 2 if layer is None else layer
         if not 0 <= self.layer < self.arch.num_layers:
             raise ValueError(f"layer {self.layer} out of range for a {self.arch.num_layers}-layer model")

@@ -28,6 +28,7 @@ def activations(model: nn.Module, tokenizer, texts: list[str], layer: int, max_l
                 batch_size: int = 8) -> torch.Tensor:
     """(N, d_model): the residual stream after decoder layer ``layer`` at every non-padding token of ``texts``."""
     arch = inspect_model(model)
+    arch.require_one_residual_stream("anima", model)
     captured = []
     handle = arch.layers[layer].layer.register_forward_hook(lambda m, i, o: captured.append(residual_of(o).detach()))
     device = next(model.parameters()).device

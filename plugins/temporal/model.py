@@ -52,6 +52,7 @@ class TemporalLoraForCausalLM(LMWrapper):
         if is_peft_model(base_model):
             raise ValueError("pass the plain backbone; TemporalLoraForCausalLM adds its own LoRA adapters")
         arch = inspect_model(base_model)
+        arch.require_one_residual_stream("temporal LoRA's router", base_model)
         attention_ids = [info.index for info in arch.attention_layers]
         if config.router_layer is None:  # a quarter of the way up, at an attention layer (hybrids: the next one)
             wanted = max(1, arch.num_layers // 4)
