@@ -508,7 +508,8 @@ def _probe_ids(lm: nn.Module, length: int) -> torch.Tensor:
 
 
 def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
-    """One no-grad forward: the inputs of every candidate module in the layers, and the kernel calls."""
+    """One no-grad forward: the inputs of every candidate module in the layers, the kernel calls, and the shape of
+    the last layer's residual output."""
     captured: dict[int, tuple[tuple, dict]] = {}
     handles = []
     for layer in layers:
@@ -516,13 +517,13 @@ def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
             if module is not layer and len(_projections(module)) >= 1 and not _is_projection(module):
                 handles.append(module.register_forward_pre_hook(
                     lambda m, args, kwargs: captured.setdefault(id(m), (args, kwargs)) and None, with_kwargs=True))
-    last, widths = layers[len(layers) - 1], []
+    last, residual_shapes = layers[len(layers) - 1], []
 
-    def record_width_and_stop(module, args, output):
-        widths.append(tuple(residual_of(output).shape))
+    def record_residual_and_stop(module, args, output):
+        residual_shapes.append(tuple(residual_of(output).shape))
         _stop_forward()
 
-    handles.append(last.register_forward_hook(record_width_and_stop))
+    handles.append(last.register_forward_hook(record_residual_and_stop))
     recorder = _Recorder()
     try:
         with torch.no_grad(), _instrumented_kernels(recorder):
@@ -532,7 +533,7 @@ def _capture(lm: nn.Module, layers: nn.ModuleList, length: int = 8):
     finally:
         for h in handles:
             h.remove()
-    return captured, recorder.calls, (widths[0] if widths else None)  # (..., residual width) of the last layer
+    return captured, recorder.calls, (residual_shapes[0] if residual_shapes else None)
 
 
 # --------------------------------------------------------------------------- measuring Q/K/V units
