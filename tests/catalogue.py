@@ -21,7 +21,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from hfself.auto import model_types
 
-# transformers' own causal LMs: hfself's models join the Auto tables at `import hfself`, and are not bases
+# transformers' own causal LMs (hfself's models, registered with the Auto classes at `import hfself`, are not bases)
 CATALOGUE = sorted(set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES) - model_types())
 # Tiny configurations drawn per type: 0 is the project's shrinker, 1.. are drawn (``drawn_values``).
 # HFSELF_CATALOGUE_VARIANTS=N runs variants 0..N-1 (the scheduled catalogue check runs more than CI does);
@@ -41,7 +41,8 @@ _SIZES = {
     "decoder_attention_heads": 4, "encoder_attention_heads": 4, "num_key_value_heads": 2, "num_kv_heads": 2,
     "n_kv_heads": 2, "head_dim": 16, "num_hidden_layers": 2, "n_layer": 2, "n_layers": 2, "num_layers": 2,
     "decoder_layers": 2, "encoder_layers": 2, "vocab_size": VOCAB, "max_position_embeddings": 256,
-    "unpadded_vocab_size": VOCAB, "n_positions": 256, "n_ctx": 256, "max_seq_len": 256, "num_experts": 4, "num_local_experts": 4,
+    "unpadded_vocab_size": VOCAB, "n_positions": 256, "n_ctx": 256, "max_seq_len": 256, "num_experts": 4,
+    "num_local_experts": 4,
     "n_routed_experts": 4, "kv_lora_rank": 16, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
     "v_head_dim": 16, "rotary_dim": 8, "num_experts_per_tok": 2, "top_k": 2, "moe_topk": 2, "n_group": 1,
     "num_expert_group": 1, "topk_group": 1, "num_experts_per_token": 2, "n_shared_experts": 1, "mamba_d_head": 16,
